@@ -1,0 +1,49 @@
+"""The Shoal Python SDK.
+
+    from shoal.client import Client
+    with Client("127.0.0.1:7000") as shoal:
+        shoal.create_bucket("photos", k=4, n=6)
+        shoal.put("photos", "cat.jpg", "cat.jpg")          # bytes, a path, a file or an iterable
+        data = shoal.get("photos", "cat.jpg", offset=0, length=1024)
+
+`AsyncClient` has the same methods as coroutines. Every error is a `ShoalError` subclass.
+"""
+
+from shoal.client.async_client import AsyncClient, AsyncObjectStream
+from shoal.client.get import GetTuning
+from shoal.client.put import PutTuning
+from shoal.client.sync_client import Client, ObjectStream
+from shoal.client.types import BucketInfo, ObjectInfo
+from shoal.common.errors import (
+    AlreadyExists,
+    BucketNotEmpty,
+    ConnectionFailed,
+    CorruptData,
+    InsufficientNodes,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ShoalError,
+    Unavailable,
+)
+
+__all__ = [
+    "AlreadyExists",
+    "AsyncClient",
+    "AsyncObjectStream",
+    "BucketInfo",
+    "BucketNotEmpty",
+    "Client",
+    "ConnectionFailed",
+    "CorruptData",
+    "GetTuning",
+    "InsufficientNodes",
+    "InvalidArgument",
+    "NotFound",
+    "ObjectInfo",
+    "ObjectStream",
+    "PermissionDenied",
+    "PutTuning",
+    "ShoalError",
+    "Unavailable",
+]

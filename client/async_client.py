@@ -1,0 +1,317 @@
+"""AsyncClient: the one real implementation of the SDK (the sync Client wraps it).
+
+Every method validates its arguments before any network call and raises only `ShoalError`
+subclasses. Coordinator calls use `rpc_timeout_s`; shard transfers use the per-shard timeouts
+of `PutTuning` and `GetTuning`. Methods are cancel-safe: a cancelled put aborts its upload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc.aio
+
+from shoal.client.channels import NodeChannels
+from shoal.client.get import GetTuning, ObjectReader
+from shoal.client.put import PutTuning, run_put
+from shoal.client.sources import PutData, StripeSource
+from shoal.client.status import status_to_dict
+from shoal.client.types import BucketInfo, ObjectInfo
+from shoal.common.erasure import check_redundancy
+from shoal.common.errors import ConnectionFailed, InvalidArgument
+from shoal.common.names import check_bucket_name, check_key
+from shoal.common.rpc import insecure_channel, to_shoal_error
+from shoal.rpc.v1 import coordinator_pb2 as cpb
+from shoal.rpc.v1 import coordinator_pb2_grpc as cpb_grpc
+
+DEFAULT_COORDINATOR = "127.0.0.1:7000"
+LIST_PAGE = 1000
+
+
+def default_address() -> str:
+    """The coordinator address from SHOAL_COORDINATOR, else 127.0.0.1:7000."""
+    return os.environ.get("SHOAL_COORDINATOR") or DEFAULT_COORDINATOR
+
+
+def _check_optional_redundancy(k: int | None, n: int | None) -> None:
+    for name, value in (("k", k), ("n", n)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise InvalidArgument(f"{name} must be an integer, got {type(value).__name__}")
+    if k is not None and n is not None:
+        check_redundancy(k, n)
+    elif k is not None and not 1 <= k < 256:
+        raise InvalidArgument(f"invalid redundancy k={k}: need 1 <= k < n <= 256")
+    elif n is not None and not 2 <= n <= 256:
+        raise InvalidArgument(f"invalid redundancy n={n}: need 1 <= k < n <= 256")
+
+
+class AsyncClient:
+    """Asynchronous Shoal client.
+
+    Args:
+        address: coordinator HOST:PORT; defaults to SHOAL_COORDINATOR or 127.0.0.1:7000.
+        rpc_timeout_s: timeout of each coordinator call.
+        put_tuning: pipeline depth and shard write timeout.
+        get_tuning: shard read timeout, hedging delay and readahead.
+
+    Use as `async with AsyncClient(addr) as client:` or call `close()`.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        rpc_timeout_s: float = 30.0,
+        put_tuning: PutTuning | None = None,
+        get_tuning: GetTuning | None = None,
+    ) -> None:
+        self.address = address or default_address()
+        if ":" not in self.address:
+            raise InvalidArgument(f"invalid coordinator address {self.address!r}: use HOST:PORT")
+        self.rpc_timeout_s = rpc_timeout_s
+        self.put_tuning = put_tuning or PutTuning()
+        self.get_tuning = get_tuning or GetTuning()
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: cpb_grpc.CoordinatorStub | None = None
+        self._nodes = NodeChannels()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close every channel."""
+        await self._nodes.close()
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = self._stub = None
+
+    async def _call(self, method: str, request: Any) -> Any:
+        """Call a coordinator method, translating gRPC errors into ShoalErrors."""
+        if self._stub is None:
+            self._channel = insecure_channel(self.address)
+            self._stub = cpb_grpc.CoordinatorStub(self._channel)
+        try:
+            return await getattr(self._stub, method)(request, timeout=self.rpc_timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            error = to_shoal_error(exc, f"coordinator at {self.address}")
+            if isinstance(error, ConnectionFailed):
+                raise ConnectionFailed(f"cannot reach the coordinator at {self.address}") from None
+            raise error from None
+
+    # Buckets -------------------------------------------------------------------------------
+
+    async def create_bucket(
+        self, name: str, k: int | None = None, n: int | None = None, *, write_quorum: int | None = None
+    ) -> BucketInfo:
+        """Create a bucket whose objects default to `(k, n)` (cluster default: 4, 6).
+
+        Raises:
+            InvalidArgument: bad name or redundancy. AlreadyExists: the bucket exists.
+            InsufficientNodes: `n` exceeds the number of nodes the cluster knows.
+        """
+        check_bucket_name(name)
+        _check_optional_redundancy(k, n)
+        reply = await self._call(
+            "CreateBucket",
+            cpb.CreateBucketRequest(name=name, k=k or 0, n=n or 0, write_quorum=write_quorum or 0),
+        )
+        return BucketInfo.from_proto(reply.bucket)
+
+    async def delete_bucket(self, name: str) -> None:
+        """Delete an empty bucket (BucketNotEmpty otherwise, NotFound if absent)."""
+        check_bucket_name(name)
+        await self._call("DeleteBucket", cpb.DeleteBucketRequest(name=name))
+
+    async def list_buckets(self) -> list[BucketInfo]:
+        """All buckets, by name."""
+        reply = await self._call("ListBuckets", cpb.ListBucketsRequest())
+        return [BucketInfo.from_proto(b) for b in reply.buckets]
+
+    # Objects -------------------------------------------------------------------------------
+
+    async def put(
+        self, bucket: str, key: str, data: PutData, *, k: int | None = None, n: int | None = None
+    ) -> ObjectInfo:
+        """Store `data` (bytes, a path, a binary file object, or an (async) iterable of bytes).
+
+        The object becomes visible atomically once every stripe has at least the write quorum
+        of shards durable; an existing object under the key is replaced atomically.
+
+        Raises:
+            InvalidArgument, NotFound (bucket), InsufficientNodes, Unavailable, ConnectionFailed.
+        """
+        check_bucket_name(bucket)
+        check_key(key)
+        _check_optional_redundancy(k, n)
+        source = StripeSource(data)
+        try:
+            begin = await self._call(
+                "BeginPut", cpb.BeginPutRequest(bucket=bucket, key=key, k=k or 0, n=n or 0)
+            )
+            reply = await run_put(
+                begin=begin, stripes=source.stripes(begin.stripe_bytes), channels=self._nodes,
+                call=self._call, tuning=self.put_tuning,
+            )
+        finally:
+            source.close()
+        return ObjectInfo.from_proto(reply.info)
+
+    async def _reader(self, bucket: str, key: str) -> ObjectReader:
+        check_bucket_name(bucket)
+        check_key(key)
+        located = await self._call("Locate", cpb.LocateRequest(bucket=bucket, key=key, max_stripes=256))
+        return ObjectReader(located, self._nodes, self._call, self.get_tuning)
+
+    async def stream(
+        self, bucket: str, key: str, *, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Yield the object's bytes (or a range) piece by piece, with bounded memory."""
+        _check_range(offset, length)
+        reader = await self._reader(bucket, key)
+        async for piece in _range_pieces(reader, offset, length):
+            yield piece
+
+    async def get(self, bucket: str, key: str, *, offset: int = 0, length: int | None = None) -> bytes:
+        """Return the object's bytes, or `length` bytes from `offset` (only needed stripes are read).
+
+        Raises:
+            NotFound, InvalidArgument (bad range), Unavailable (too many shards unreachable,
+            with the reason for each), ConnectionFailed.
+        """
+        return b"".join([p async for p in self.stream(bucket, key, offset=offset, length=length)])
+
+    async def download(self, bucket: str, key: str, path: str | os.PathLike[str]) -> ObjectInfo:
+        """Write the object to `path` atomically (temp file + rename); returns its info."""
+        target = Path(path)
+        if target.is_dir():
+            raise InvalidArgument(f"cannot download to {str(target)!r}: it is a directory")
+        if not target.parent.exists():
+            raise InvalidArgument(f"cannot download to {str(target)!r}: no such directory")
+        reader = await self._reader(bucket, key)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                async for piece in _range_pieces(reader, 0, None):
+                    await asyncio.to_thread(handle.write, piece)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return ObjectInfo.from_proto(reader.info)
+
+    async def open(self, bucket: str, key: str) -> AsyncObjectStream:
+        """Open the object for streaming reads: `await s.read(n)` or `async for piece in s`."""
+        reader = await self._reader(bucket, key)
+        return AsyncObjectStream(reader)
+
+    async def head(self, bucket: str, key: str) -> ObjectInfo:
+        """The object's metadata (NotFound if absent)."""
+        check_bucket_name(bucket)
+        check_key(key)
+        reply = await self._call("HeadObject", cpb.HeadObjectRequest(bucket=bucket, key=key))
+        return ObjectInfo.from_proto(reply.info)
+
+    async def delete(self, bucket: str, key: str) -> None:
+        """Delete the object: invisible at once, shards removed in the background."""
+        check_bucket_name(bucket)
+        check_key(key)
+        await self._call("DeleteObject", cpb.DeleteObjectRequest(bucket=bucket, key=key))
+
+    async def list(self, bucket: str, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        """Yield the bucket's objects whose keys start with `prefix`, in key order."""
+        check_bucket_name(bucket)
+        if not isinstance(prefix, str):
+            raise InvalidArgument("prefix must be a string")
+        start_after = ""
+        while True:
+            reply = await self._call(
+                "ListObjects",
+                cpb.ListObjectsRequest(bucket=bucket, prefix=prefix, start_after=start_after, limit=LIST_PAGE),
+            )
+            for info in reply.objects:
+                yield ObjectInfo.from_proto(info)
+            if not reply.truncated or not reply.objects:
+                return
+            start_after = reply.objects[-1].key
+
+    async def status(self) -> dict[str, Any]:
+        """The cluster status that `clusterctl status` shows (see docs/status-schema.md)."""
+        reply = await self._call("ClusterStatus", cpb.ClusterStatusRequest())
+        return status_to_dict(reply)
+
+
+def _check_range(offset: int, length: int | None) -> None:
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise InvalidArgument(f"offset must be an integer >= 0, got {offset!r}")
+    if length is not None and (not isinstance(length, int) or isinstance(length, bool) or length < 0):
+        raise InvalidArgument(f"length must be None or an integer >= 0, got {length!r}")
+
+
+async def _range_pieces(reader: ObjectReader, offset: int, length: int | None) -> AsyncIterator[bytes]:
+    info = reader.info
+    if offset > info.size:
+        raise InvalidArgument(f"offset {offset} is beyond the object's size of {info.size} bytes")
+    end = info.size if length is None else min(info.size, offset + length)
+    if end <= offset:
+        return
+    first = offset // info.stripe_bytes
+    last = (end - 1) // info.stripe_bytes
+    position = first * info.stripe_bytes
+    async for stripe in reader.stripes(first, last):
+        lo = max(offset - position, 0)
+        hi = min(end - position, len(stripe))
+        yield stripe[lo:hi] if (lo, hi) != (0, len(stripe)) else stripe
+        position += len(stripe)
+
+
+class AsyncObjectStream:
+    """A readable stream over one object version."""
+
+    def __init__(self, reader: ObjectReader) -> None:
+        self.info = ObjectInfo.from_proto(reader.info)
+        self._pieces = _range_pieces(reader, 0, None)
+        self._buffer = b""
+        self._eof = False
+
+    async def read(self, size: int = -1) -> bytes:
+        """Read up to `size` bytes (all remaining when negative); b"" at the end."""
+        if size is None or size < 0:
+            parts = [self._buffer]
+            self._buffer = b""
+            async for piece in self._pieces:
+                parts.append(piece)
+            self._eof = True
+            return b"".join(parts)
+        while len(self._buffer) < size and not self._eof:
+            try:
+                self._buffer += await anext(self._pieces)
+            except StopAsyncIteration:
+                self._eof = True
+        result, self._buffer = self._buffer[:size], self._buffer[size:]
+        return result
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        if self._buffer:
+            data, self._buffer = self._buffer, b""
+            yield data
+        async for piece in self._pieces:
+            yield piece
+
+    async def aclose(self) -> None:
+        await self._pieces.aclose()

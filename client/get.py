@@ -1,0 +1,218 @@
+"""The get pipeline: locate -> fetch k shards per stripe (hedged) -> verify -> decode -> yield.
+
+Per stripe, the `k` data shards are asked for first, from nodes the coordinator believes are
+up; zfec is systematic, so when they all arrive the stripe is their concatenation and nothing
+is decoded. A shard that fails (node down, timeout, checksum mismatch, missing) is replaced by
+the next candidate, parity shards included; a request still outstanding after `hedge_after_s`
+gets one extra parity request raced against it. Every shard is checked against the checksum in
+the manifest; mismatches are reported to the coordinator and never returned.
+
+When fewer than `k` shards of a stripe can be had, `Unavailable` names the object, the stripe,
+the count found versus needed, and why each missing shard is missing. All fetches run in
+parallel with a per-shard timeout, so this answer comes within a bounded time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc.aio
+
+from shoal.common.checksum import shard_checksum
+from shoal.common.erasure import StripeCodec
+from shoal.common.errors import CorruptData, NotFound, ShoalError, Unavailable
+from shoal.common.names import shard_id
+from shoal.common.rpc import to_shoal_error
+from shoal.common.units import format_duration
+from shoal.client.channels import NodeChannels
+from shoal.rpc.v1 import common_pb2 as common
+from shoal.rpc.v1 import coordinator_pb2 as cpb
+from shoal.rpc.v1 import storage_pb2 as spb
+
+log = logging.getLogger(__name__)
+
+LOCATE_PAGE = 256
+
+
+@dataclass(frozen=True)
+class GetTuning:
+    """Client-side knobs of the get pipeline."""
+
+    shard_timeout_s: float = 4.0
+    hedge_after_s: float = 1.0
+    readahead_stripes: int = 2
+
+
+class ShardFailure(Exception):
+    """Why one shard could not be used (internal; becomes part of an Unavailable message)."""
+
+    def __init__(self, reason: str, *, corrupt: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.corrupt = corrupt
+
+
+CoordinatorCall = Callable[[str, object], Awaitable[object]]
+
+
+class ObjectReader:
+    """Reads the stripes of one object version."""
+
+    def __init__(self, located: cpb.LocateResponse, channels: NodeChannels, call: CoordinatorCall,
+                 tuning: GetTuning) -> None:
+        self.info = located.info
+        self.channels = channels
+        self.call = call
+        self.tuning = tuning
+        self.codec = StripeCodec(self.info.k, self.info.n) if self.info.stripe_count else None
+        self._pages: dict[int, common.StripeLocation] = {s.index: s for s in located.stripes}
+
+    async def _location(self, index: int) -> common.StripeLocation:
+        if index not in self._pages:
+            reply = await self.call(
+                "Locate",
+                cpb.LocateRequest(
+                    bucket=self.info.bucket, key=self.info.key, version_id=self.info.version_id,
+                    first_stripe=index, max_stripes=LOCATE_PAGE,
+                ),
+            )
+            assert isinstance(reply, cpb.LocateResponse)
+            self._pages = {s.index: s for s in reply.stripes}
+            if index not in self._pages:
+                raise NotFound(f"object {self.info.bucket}/{self.info.key}: stripe {index} missing")
+        return self._pages[index]
+
+    async def stripes(self, first: int, last: int) -> AsyncIterator[bytes]:
+        """Yield stripes first..last (inclusive) in order, fetching a few ahead."""
+        window: list[asyncio.Task[bytes]] = []
+        next_index = first
+        try:
+            while next_index <= last or window:
+                while next_index <= last and len(window) < max(self.tuning.readahead_stripes, 1):
+                    location = await self._location(next_index)
+                    window.append(asyncio.create_task(self.read_stripe(location)))
+                    next_index += 1
+                yield await window.pop(0)
+        finally:
+            for task in window:
+                task.cancel()
+            for task in window:
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def _fetch(self, stripe: common.StripeLocation, shard: common.ShardLocation) -> bytes:
+        if not shard.address:
+            raise ShardFailure("node unknown to the coordinator")
+        stub = self.channels.stub(shard.address)
+        sid = shard_id(self.info.version_id, stripe.index, shard.shard_index)
+        parts: list[bytes] = []
+        try:
+            call = stub.GetShard(spb.GetShardRequest(shard_id=sid), timeout=self.tuning.shard_timeout_s)
+            async for message in call:
+                parts.append(message.data)
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise ShardFailure(f"timeout after {self.tuning.shard_timeout_s:g}s") from None
+            if code == grpc.StatusCode.UNAVAILABLE:
+                raise ShardFailure(_down_reason(shard)) from None
+            error = to_shoal_error(exc)
+            if isinstance(error, CorruptData):
+                raise ShardFailure("checksum mismatch on disk", corrupt=True) from None
+            if isinstance(error, NotFound):
+                raise ShardFailure("shard missing on node") from None
+            raise ShardFailure(str(error)) from None
+        data = b"".join(parts)
+        if len(data) != shard.length or shard_checksum(data) != shard.checksum:
+            raise ShardFailure("checksum mismatch", corrupt=True)
+        return data
+
+    def _candidates(self, stripe: common.StripeLocation) -> list[common.ShardLocation]:
+        """Shards in the order to try: healthy data shards, healthy parity, then the doubtful."""
+        def rank(shard: common.ShardLocation) -> tuple[int, int]:
+            doubtful = shard.state != "ok" or shard.node_state == "down"
+            return (1 if doubtful else 0, shard.shard_index)
+        return sorted(stripe.shards, key=rank)
+
+    async def read_stripe(self, stripe: common.StripeLocation) -> bytes:
+        """Return one stripe's bytes, or raise Unavailable explaining what is missing."""
+        assert self.codec is not None
+        k = self.info.k
+        queue = self._candidates(stripe)
+        got: dict[int, bytes] = {}
+        failures: dict[int, str] = {}
+        corrupt: list[tuple[common.ShardLocation, str]] = []
+        running: dict[asyncio.Task[bytes], common.ShardLocation] = {}
+
+        def launch() -> bool:
+            if not queue:
+                return False
+            shard = queue.pop(0)
+            running[asyncio.create_task(self._fetch(stripe, shard))] = shard
+            return True
+
+        for _ in range(k):
+            launch()
+        try:
+            while len(got) < k and running:
+                done, _pending = await asyncio.wait(
+                    running, timeout=self.tuning.hedge_after_s, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    launch()  # hedge: a request is overdue, race one more shard against it
+                    continue
+                for task in done:
+                    shard = running.pop(task)
+                    try:
+                        got[shard.shard_index] = task.result()
+                    except ShardFailure as failure:
+                        failures[shard.shard_index] = f"{shard.node_id} ({failure.reason})"
+                        if failure.corrupt:
+                            corrupt.append((shard, failure.reason))
+                        if len(got) + len(running) < k:
+                            launch()
+        finally:
+            for task in running:
+                task.cancel()
+            for task in list(running):
+                with contextlib.suppress(BaseException):
+                    await task
+        if corrupt:
+            await self._report_corrupt(stripe, corrupt)
+        if len(got) < k:
+            raise Unavailable(self._explain(stripe, got, failures))
+        if all(i in got for i in range(k)):
+            return b"".join(got[i] for i in range(k))[: stripe.size]
+        chosen = {i: got[i] for i in sorted(got)[:k]}
+        return await asyncio.to_thread(self.codec.decode, chosen, stripe.size)
+
+    def _explain(self, stripe: common.StripeLocation, got: dict[int, bytes], failures: dict[int, str]) -> str:
+        held = {s.shard_index for s in stripe.shards}
+        missing = [failures[i] for i in sorted(failures)]
+        missing += [f"shard {i} (never written)" for i in range(self.info.n) if i not in held]
+        return (
+            f"object {self.info.bucket}/{self.info.key} stripe {stripe.index}: have "
+            f"{len(got)}/{self.info.n} shards, need {self.info.k}; missing on {', '.join(missing)}"
+        )
+
+    async def _report_corrupt(self, stripe: common.StripeLocation,
+                              shards: list[tuple[common.ShardLocation, str]]) -> None:
+        request = cpb.ReportCorruptShardsRequest(shards=[
+            cpb.CorruptShard(version_id=self.info.version_id, stripe_index=stripe.index,
+                             shard_index=s.shard_index, node_id=s.node_id, reason=reason)
+            for s, reason in shards
+        ])
+        try:
+            await self.call("ReportCorruptShards", request)
+        except ShoalError as exc:
+            log.warning("could not report corrupt shards: %s", exc)
+
+
+def _down_reason(shard: common.ShardLocation) -> str:
+    if shard.node_state == "down":
+        return f"down {format_duration(shard.node_down_for_s)}"
+    return "unreachable"

@@ -1,0 +1,163 @@
+"""Client: the synchronous SDK, a thin facade over AsyncClient running on a private loop thread."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import Future
+from types import TracebackType
+from typing import Any, TypeVar
+
+from shoal.client.async_client import AsyncClient, AsyncObjectStream
+from shoal.client.get import GetTuning
+from shoal.client.put import PutTuning
+from shoal.client.sources import PutData
+from shoal.client.types import BucketInfo, ObjectInfo
+from shoal.common.errors import ShoalError
+
+T = TypeVar("T")
+
+
+class Client:
+    """Synchronous Shoal client with the same methods as `AsyncClient`.
+
+    Args:
+        address: coordinator HOST:PORT; defaults to SHOAL_COORDINATOR or 127.0.0.1:7000.
+        rpc_timeout_s, put_tuning, get_tuning: as for AsyncClient.
+
+    Use as a context manager (`with Client(addr) as client:`) or call `close()`.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        rpc_timeout_s: float = 30.0,
+        put_tuning: PutTuning | None = None,
+        get_tuning: GetTuning | None = None,
+    ) -> None:
+        self._async = AsyncClient(
+            address, rpc_timeout_s=rpc_timeout_s, put_tuning=put_tuning, get_tuning=get_tuning
+        )
+        self.address = self._async.address
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="shoal-client", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._closed:
+            coro.close()
+            raise ShoalError("the client is closed")
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    def _iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:
+        try:
+            while True:
+                try:
+                    yield self._run(anext(agen))  # type: ignore[arg-type]
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self._closed:
+                self._run(agen.aclose())  # type: ignore[attr-defined]
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close channels and stop the private event loop."""
+        if self._closed:
+            return
+        self._run(self._async.close())
+        self._closed = True
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+    def create_bucket(
+        self, name: str, k: int | None = None, n: int | None = None, *, write_quorum: int | None = None
+    ) -> BucketInfo:
+        """See AsyncClient.create_bucket."""
+        return self._run(self._async.create_bucket(name, k, n, write_quorum=write_quorum))
+
+    def delete_bucket(self, name: str) -> None:
+        """See AsyncClient.delete_bucket."""
+        self._run(self._async.delete_bucket(name))
+
+    def list_buckets(self) -> list[BucketInfo]:
+        """See AsyncClient.list_buckets."""
+        return self._run(self._async.list_buckets())
+
+    def put(self, bucket: str, key: str, data: PutData, *, k: int | None = None, n: int | None = None) -> ObjectInfo:
+        """See AsyncClient.put."""
+        return self._run(self._async.put(bucket, key, data, k=k, n=n))
+
+    def get(self, bucket: str, key: str, *, offset: int = 0, length: int | None = None) -> bytes:
+        """See AsyncClient.get."""
+        return self._run(self._async.get(bucket, key, offset=offset, length=length))
+
+    def stream(self, bucket: str, key: str, *, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """See AsyncClient.stream."""
+        return self._iterate(self._async.stream(bucket, key, offset=offset, length=length))
+
+    def download(self, bucket: str, key: str, path: str | os.PathLike[str]) -> ObjectInfo:
+        """See AsyncClient.download."""
+        return self._run(self._async.download(bucket, key, path))
+
+    def open(self, bucket: str, key: str) -> ObjectStream:
+        """Open the object as a readable binary stream (io.BufferedReader)."""
+        return ObjectStream(self, self._run(self._async.open(bucket, key)))
+
+    def head(self, bucket: str, key: str) -> ObjectInfo:
+        """See AsyncClient.head."""
+        return self._run(self._async.head(bucket, key))
+
+    def delete(self, bucket: str, key: str) -> None:
+        """See AsyncClient.delete."""
+        self._run(self._async.delete(bucket, key))
+
+    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
+        """See AsyncClient.list."""
+        return self._iterate(self._async.list(bucket, prefix))
+
+    def status(self) -> dict[str, Any]:
+        """See AsyncClient.status."""
+        return self._run(self._async.status())
+
+
+class ObjectStream(io.RawIOBase):
+    """A read-only binary stream over an object, fetched stripe by stripe."""
+
+    def __init__(self, client: Client, stream: AsyncObjectStream) -> None:
+        super().__init__()
+        self._client = client
+        self._stream = stream
+        self.info = stream.info
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._client._run(self._stream.read(len(view)))
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed and not self._client._closed:
+            self._client._run(self._stream.aclose())
+        super().close()

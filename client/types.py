@@ -1,0 +1,50 @@
+"""Value types returned by the SDK."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from shoal.rpc.v1 import common_pb2 as common
+from shoal.rpc.v1 import coordinator_pb2 as cpb
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """Metadata of a stored object."""
+
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    k: int
+    n: int
+    created: datetime
+    version_id: str = ""
+    stripe_count: int = 0
+
+    @classmethod
+    def from_proto(cls, info: common.ObjectInfo) -> ObjectInfo:
+        return cls(
+            bucket=info.bucket, key=info.key, size=info.size, etag=info.etag, k=info.k, n=info.n,
+            created=datetime.fromtimestamp(info.created, UTC), version_id=info.version_id,
+            stripe_count=info.stripe_count,
+        )
+
+
+@dataclass(frozen=True)
+class BucketInfo:
+    """A bucket and its default redundancy."""
+
+    name: str
+    k: int
+    n: int
+    write_quorum: int
+    created: datetime
+
+    @classmethod
+    def from_proto(cls, bucket: cpb.Bucket) -> BucketInfo:
+        return cls(
+            name=bucket.name, k=bucket.k, n=bucket.n, write_quorum=bucket.write_quorum,
+            created=datetime.fromtimestamp(bucket.created, UTC),
+        )

@@ -1,0 +1,76 @@
+"""The one error hierarchy of Shoal.
+
+Every error a user can see is a `ShoalError`. Errors carry their data as attributes and their
+`str()` is one readable line. Servicers raise these; `shoal.common.rpc` turns them into gRPC
+status codes plus a `shoal-error` trailer, and the SDK turns them back into the same class, so
+no raw gRPC error reaches a user.
+"""
+
+from __future__ import annotations
+
+
+class ShoalError(Exception):
+    """Base class of every error Shoal raises to its users."""
+
+
+class InvalidArgument(ShoalError):
+    """A name, key, size, `k`/`n` or flag is out of range; the message says what is allowed."""
+
+
+class NotFound(ShoalError):
+    """The bucket, object, node or job does not exist."""
+
+
+class AlreadyExists(ShoalError):
+    """The bucket (or other named thing) already exists."""
+
+
+class BucketNotEmpty(ShoalError):
+    """A bucket that still holds objects cannot be deleted."""
+
+
+class Unavailable(ShoalError):
+    """The data or service cannot be reached now (too many nodes down, timeouts)."""
+
+
+class InsufficientNodes(Unavailable):
+    """The cluster has fewer nodes (or live nodes) than the request needs."""
+
+    def __init__(self, message: str, *, needed: int = 0, available: int = 0) -> None:
+        super().__init__(message)
+        self.needed = needed
+        self.available = available
+
+
+class CorruptData(ShoalError):
+    """Stored bytes failed checksum verification and could not be recovered."""
+
+
+class ConnectionFailed(ShoalError):
+    """The coordinator (or a daemon) could not be reached at all."""
+
+
+class PermissionDenied(ShoalError):
+    """The caller lacks the cluster's credentials."""
+
+
+class ConfigError(ShoalError):
+    """A daemon setting is unknown or invalid; the message names the key and its source."""
+
+
+ERROR_CLASSES: dict[str, type[ShoalError]] = {
+    cls.__name__: cls
+    for cls in (
+        ShoalError,
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        BucketNotEmpty,
+        Unavailable,
+        InsufficientNodes,
+        CorruptData,
+        ConnectionFailed,
+        PermissionDenied,
+        ConfigError,
+    )
+}

@@ -1,0 +1,51 @@
+"""CoordinatorConfig: every setting of `shoal-coordinator`, with its default, unit and env var."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shoal.common.config import setting
+from shoal.common.erasure import MAX_SHARDS
+from shoal.common.errors import ConfigError
+from shoal.common.units import KiB, MiB
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    """Settings of the coordinator."""
+
+    listen: str = setting("127.0.0.1:7000", "HOST:PORT to serve on (port 0 picks a free port)")
+    data_dir: str = setting("", "directory holding the SQLite metadata database (required)")
+    heartbeat_timeout: float = setting(
+        10.0, "seconds without a heartbeat before a node counts as down", unit="seconds"
+    )
+    default_k: int = setting(4, "default data shards per stripe for new buckets")
+    default_n: int = setting(6, "default total shards per stripe for new buckets")
+    stripe_bytes: int = setting(4 * MiB, "object bytes per stripe for new uploads", unit="bytes")
+    delete_grace: float = setting(
+        30.0, "seconds before shards of deleted or replaced objects are removed, so reads in "
+        "flight can finish", unit="seconds",
+    )
+    upload_timeout: float = setting(
+        3600.0, "seconds after which an uncommitted upload is aborted and its shards removed",
+        unit="seconds",
+    )
+    shutdown_grace: float = setting(5.0, "seconds in-flight RPCs get to finish on SIGTERM", unit="seconds")
+    ready_file: str = setting("", "write {pid, address} as JSON here once serving")
+    log_level: str = setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    log_format: str = setting("text", "log line format", choices=("text", "json"))
+
+    def validate(self) -> None:
+        """Reject settings that cannot work, naming the key."""
+        if not self.data_dir:
+            raise ConfigError("missing required setting 'data_dir' (--data-dir or SHOAL_DATA_DIR)")
+        if ":" not in self.listen:
+            raise ConfigError(f"invalid value for 'listen': {self.listen!r} is not HOST:PORT")
+        if self.heartbeat_timeout <= 0:
+            raise ConfigError("invalid value for 'heartbeat_timeout': must be > 0")
+        if not 1 <= self.default_k < self.default_n <= MAX_SHARDS:
+            raise ConfigError(
+                f"invalid values for 'default_k'/'default_n': need 1 <= k < n <= {MAX_SHARDS}"
+            )
+        if not 4 * KiB <= self.stripe_bytes <= 256 * MiB:
+            raise ConfigError("invalid value for 'stripe_bytes': must be between 4KiB and 256MiB")

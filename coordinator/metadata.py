@@ -1,0 +1,489 @@
+"""MetadataStore: the coordinator's SQLite database (WAL, synchronous=FULL).
+
+Tables:
+    nodes      registered storage nodes (address, zone, capacity)
+    buckets    name, default k, n and write quorum
+    versions   one row per upload: pending -> committed -> deleted
+    objects    (bucket, key) -> the committed version readers see
+    stripes    per version: stripe index, size, shard length
+    shards     per stripe: shard index -> node, length, checksum, state (ok | corrupt)
+    deletions  shards nodes should remove, each after a grace time
+
+Invariants:
+- A version becomes visible only by `commit`, which in one transaction checks that every
+  stripe has at least `write_quorum` shards on distinct nodes, marks the version committed and
+  points `objects` at it. A reader therefore sees the old or the new version, never a mix, and
+  never a pending one.
+- Replacing or deleting an object queues the old version's shards for deletion after
+  `delete_grace`, so reads already in flight can finish.
+- Every method is one transaction; the coordinator calls them from a single thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from shoal.common.errors import (
+    AlreadyExists,
+    BucketNotEmpty,
+    InvalidArgument,
+    NotFound,
+)
+from shoal.common.names import shard_id
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS nodes (
+    node_id TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    zone TEXT NOT NULL,
+    capacity INTEGER NOT NULL,
+    registered REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS buckets (
+    name TEXT PRIMARY KEY,
+    k INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    write_quorum INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    version_id TEXT PRIMARY KEY,
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'committed', 'deleted')),
+    k INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    write_quorum INTEGER NOT NULL,
+    stripe_bytes INTEGER NOT NULL,
+    size INTEGER NOT NULL DEFAULT 0,
+    etag TEXT NOT NULL DEFAULT '',
+    stripe_count INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS versions_by_state ON versions (state, created);
+CREATE TABLE IF NOT EXISTS objects (
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version_id TEXT NOT NULL,
+    PRIMARY KEY (bucket, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stripes (
+    version_id TEXT NOT NULL,
+    stripe_index INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    shard_length INTEGER NOT NULL,
+    PRIMARY KEY (version_id, stripe_index)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shards (
+    version_id TEXT NOT NULL,
+    stripe_index INTEGER NOT NULL,
+    shard_index INTEGER NOT NULL,
+    node_id TEXT NOT NULL,
+    length INTEGER NOT NULL,
+    checksum BLOB NOT NULL,
+    state TEXT NOT NULL DEFAULT 'ok' CHECK (state IN ('ok', 'corrupt')),
+    PRIMARY KEY (version_id, stripe_index, shard_index)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS shards_by_node ON shards (node_id);
+CREATE TABLE IF NOT EXISTS deletions (
+    node_id TEXT NOT NULL,
+    shard_id TEXT NOT NULL,
+    not_before REAL NOT NULL,
+    PRIMARY KEY (node_id, shard_id)
+) WITHOUT ROWID;
+"""
+
+LOCATE_PAGE_MAX = 1024
+
+
+@dataclass(frozen=True)
+class BucketRow:
+    name: str
+    k: int
+    n: int
+    write_quorum: int
+    created: float
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    version_id: str
+    bucket: str
+    key: str
+    state: str
+    k: int
+    n: int
+    write_quorum: int
+    stripe_bytes: int
+    size: int
+    etag: str
+    stripe_count: int
+    created: float
+
+
+@dataclass(frozen=True)
+class ShardRow:
+    shard_index: int
+    node_id: str
+    length: int
+    checksum: bytes
+    state: str
+
+
+@dataclass(frozen=True)
+class StripeRow:
+    index: int
+    size: int
+    shard_length: int
+    shards: tuple[ShardRow, ...]
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    node_id: str
+    address: str
+    zone: str
+    capacity: int
+
+
+_VERSION_COLUMNS = (
+    "version_id, bucket, key, state, k, n, write_quorum, stripe_bytes, size, etag, "
+    "stripe_count, created"
+)
+
+
+class MetadataStore:
+    """All coordinator metadata. Not thread-safe: call from one thread."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before a put is acknowledged, even across power loss.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # Nodes ---------------------------------------------------------------------------------
+
+    def upsert_node(self, node: NodeRow) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO nodes (node_id, address, zone, capacity, registered) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET "
+                "address = excluded.address, zone = excluded.zone, capacity = excluded.capacity",
+                (node.node_id, node.address, node.zone, node.capacity, time.time()),
+            )
+
+    def nodes(self) -> list[NodeRow]:
+        rows = self._db.execute("SELECT node_id, address, zone, capacity FROM nodes ORDER BY node_id")
+        return [NodeRow(*row) for row in rows]
+
+    # Buckets -------------------------------------------------------------------------------
+
+    def create_bucket(self, name: str, k: int, n: int, write_quorum: int) -> BucketRow:
+        row = BucketRow(name, k, n, write_quorum, time.time())
+        with self._tx() as db:
+            try:
+                db.execute("INSERT INTO buckets VALUES (?, ?, ?, ?, ?)", (name, k, n, write_quorum, row.created))
+            except sqlite3.IntegrityError:
+                raise AlreadyExists(f"bucket {name!r} already exists") from None
+        return row
+
+    def bucket(self, name: str) -> BucketRow:
+        row = self._db.execute("SELECT * FROM buckets WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFound(f"bucket {name!r} does not exist")
+        return BucketRow(*row)
+
+    def buckets(self) -> list[BucketRow]:
+        return [BucketRow(*r) for r in self._db.execute("SELECT * FROM buckets ORDER BY name")]
+
+    def delete_bucket(self, name: str) -> None:
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM buckets WHERE name = ?", (name,)).fetchone() is None:
+                raise NotFound(f"bucket {name!r} does not exist")
+            if db.execute("SELECT 1 FROM objects WHERE bucket = ? LIMIT 1", (name,)).fetchone():
+                raise BucketNotEmpty(f"bucket {name!r} is not empty: delete its objects first")
+            db.execute("DELETE FROM buckets WHERE name = ?", (name,))
+
+    # Uploads -------------------------------------------------------------------------------
+
+    def begin_upload(self, version: VersionRow) -> None:
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM buckets WHERE name = ?", (version.bucket,)).fetchone() is None:
+                raise NotFound(f"bucket {version.bucket!r} does not exist")
+            db.execute(
+                f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (version.version_id, version.bucket, version.key, "pending", version.k, version.n,
+                 version.write_quorum, version.stripe_bytes, 0, "", 0, version.created),
+            )
+
+    def version(self, version_id: str) -> VersionRow:
+        row = self._db.execute(
+            f"SELECT {_VERSION_COLUMNS} FROM versions WHERE version_id = ?", (version_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"upload {version_id} does not exist")
+        return VersionRow(*row)
+
+    def _pending(self, db: sqlite3.Connection, version_id: str) -> VersionRow:
+        row = db.execute(
+            f"SELECT {_VERSION_COLUMNS} FROM versions WHERE version_id = ?", (version_id,)
+        ).fetchone()
+        if row is None or row[3] != "pending":
+            raise NotFound(f"upload {version_id} is not in progress (aborted, expired or committed)")
+        return VersionRow(*row)
+
+    @staticmethod
+    def _insert_stripes(db: sqlite3.Connection, version_id: str, stripes: Sequence[StripeRow]) -> None:
+        for stripe in stripes:
+            db.execute(
+                "INSERT OR REPLACE INTO stripes VALUES (?, ?, ?, ?)",
+                (version_id, stripe.index, stripe.size, stripe.shard_length),
+            )
+            db.execute(
+                "DELETE FROM shards WHERE version_id = ? AND stripe_index = ?", (version_id, stripe.index)
+            )
+            db.executemany(
+                "INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?, 'ok')",
+                [(version_id, stripe.index, s.shard_index, s.node_id, s.length, s.checksum)
+                 for s in stripe.shards],
+            )
+
+    def record_stripes(self, version_id: str, stripes: Sequence[StripeRow]) -> None:
+        """Remember written stripes of a pending upload (so an abort can remove them)."""
+        with self._tx() as db:
+            version = self._pending(db, version_id)
+            for stripe in stripes:
+                self._check_stripe(version, stripe)
+            self._insert_stripes(db, version_id, stripes)
+
+    @staticmethod
+    def _check_stripe(version: VersionRow, stripe: StripeRow) -> None:
+        nodes = {s.node_id for s in stripe.shards}
+        indexes = {s.shard_index for s in stripe.shards}
+        if len(nodes) != len(stripe.shards) or len(indexes) != len(stripe.shards):
+            raise InvalidArgument(f"stripe {stripe.index}: shards must be on distinct nodes")
+        if any(not 0 <= i < version.n for i in indexes):
+            raise InvalidArgument(f"stripe {stripe.index}: shard index outside 0..{version.n - 1}")
+        if len(stripe.shards) < version.write_quorum:
+            raise InvalidArgument(
+                f"stripe {stripe.index}: {len(stripe.shards)} shards written, "
+                f"write quorum is {version.write_quorum}"
+            )
+        if not 0 < stripe.size <= version.stripe_bytes:
+            raise InvalidArgument(f"stripe {stripe.index}: size {stripe.size} out of range")
+
+    def commit(
+        self, version_id: str, size: int, etag: str, stripe_count: int,
+        stripes: Sequence[StripeRow], delete_grace_s: float,
+    ) -> tuple[VersionRow, int]:
+        """Make a pending upload the visible object; returns (version, degraded stripe count)."""
+        with self._tx() as db:
+            version = self._pending(db, version_id)
+            for stripe in stripes:
+                self._check_stripe(version, stripe)
+            self._insert_stripes(db, version_id, stripes)
+            rows = db.execute(
+                "SELECT s.stripe_index, s.size, COUNT(sh.shard_index) FROM stripes s "
+                "LEFT JOIN shards sh ON sh.version_id = s.version_id AND sh.stripe_index = s.stripe_index "
+                "WHERE s.version_id = ? GROUP BY s.stripe_index ORDER BY s.stripe_index",
+                (version_id,),
+            ).fetchall()
+            if [r[0] for r in rows] != list(range(stripe_count)):
+                raise InvalidArgument(
+                    f"upload {version_id}: {len(rows)} stripes recorded, {stripe_count} declared"
+                )
+            if sum(r[1] for r in rows) != size:
+                raise InvalidArgument(f"upload {version_id}: stripe sizes do not add up to {size}")
+            if any(r[1] != version.stripe_bytes for r in rows[:-1]):
+                raise InvalidArgument(f"upload {version_id}: only the last stripe may be short")
+            degraded = sum(1 for r in rows if r[2] < version.n)
+            db.execute(
+                "UPDATE versions SET state = 'committed', size = ?, etag = ?, stripe_count = ?, "
+                "created = ? WHERE version_id = ?",
+                (size, etag, stripe_count, time.time(), version_id),
+            )
+            old = db.execute(
+                "SELECT version_id FROM objects WHERE bucket = ? AND key = ?", (version.bucket, version.key)
+            ).fetchone()
+            db.execute(
+                "INSERT OR REPLACE INTO objects VALUES (?, ?, ?)", (version.bucket, version.key, version_id)
+            )
+            if old is not None:
+                self._retire(db, old[0], time.time() + delete_grace_s)
+        return self.version(version_id), degraded
+
+    @staticmethod
+    def _retire(db: sqlite3.Connection, version_id: str, not_before: float) -> None:
+        """Mark a version deleted and queue its shards for removal."""
+        db.execute("UPDATE versions SET state = 'deleted' WHERE version_id = ?", (version_id,))
+        db.execute(
+            "INSERT OR IGNORE INTO deletions SELECT node_id, "
+            "version_id || '.' || stripe_index || '.' || shard_index, ? FROM shards WHERE version_id = ?",
+            (not_before, version_id),
+        )
+        db.execute("DELETE FROM shards WHERE version_id = ?", (version_id,))
+        db.execute("DELETE FROM stripes WHERE version_id = ?", (version_id,))
+
+    def abort(self, version_id: str) -> None:
+        """Drop a pending upload and queue whatever shards it recorded for removal."""
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM versions WHERE version_id = ?", (version_id,)).fetchone()
+            if row is None or row[0] != "pending":
+                return
+            self._retire(db, version_id, time.time())
+
+    def expire_uploads(self, older_than: float) -> list[str]:
+        """Abort pending uploads started before `older_than` (wall time); returns their ids."""
+        ids = [r[0] for r in self._db.execute(
+            "SELECT version_id FROM versions WHERE state = 'pending' AND created < ?", (older_than,)
+        )]
+        for version_id in ids:
+            self.abort(version_id)
+        return ids
+
+    # Objects -------------------------------------------------------------------------------
+
+    def current(self, bucket: str, key: str) -> VersionRow:
+        row = self._db.execute(
+            f"SELECT {', '.join('v.' + c for c in _VERSION_COLUMNS.split(', '))} FROM objects o "
+            "JOIN versions v ON v.version_id = o.version_id WHERE o.bucket = ? AND o.key = ?",
+            (bucket, key),
+        ).fetchone()
+        if row is None:
+            self.bucket(bucket)
+            raise NotFound(f"object {bucket}/{key} does not exist")
+        return VersionRow(*row)
+
+    def stripes(self, version_id: str, first: int, count: int) -> list[StripeRow]:
+        stripe_rows = self._db.execute(
+            "SELECT stripe_index, size, shard_length FROM stripes WHERE version_id = ? "
+            "AND stripe_index >= ? ORDER BY stripe_index LIMIT ?",
+            (version_id, first, count),
+        ).fetchall()
+        if not stripe_rows:
+            return []
+        last = stripe_rows[-1][0]
+        shards: dict[int, list[ShardRow]] = {}
+        for index, shard_index, node_id, length, checksum, state in self._db.execute(
+            "SELECT stripe_index, shard_index, node_id, length, checksum, state FROM shards "
+            "WHERE version_id = ? AND stripe_index BETWEEN ? AND ? ORDER BY stripe_index, shard_index",
+            (version_id, first, last),
+        ):
+            shards.setdefault(index, []).append(ShardRow(shard_index, node_id, length, checksum, state))
+        return [StripeRow(i, size, length, tuple(shards.get(i, ()))) for i, size, length in stripe_rows]
+
+    def delete_object(self, bucket: str, key: str, delete_grace_s: float) -> None:
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT version_id FROM objects WHERE bucket = ? AND key = ?", (bucket, key)
+            ).fetchone()
+            if row is None:
+                self.bucket(bucket)
+                raise NotFound(f"object {bucket}/{key} does not exist")
+            db.execute("DELETE FROM objects WHERE bucket = ? AND key = ?", (bucket, key))
+            self._retire(db, row[0], time.time() + delete_grace_s)
+
+    def list_objects(self, bucket: str, prefix: str, start_after: str, limit: int) -> list[VersionRow]:
+        self.bucket(bucket)
+        columns = ", ".join("v." + c for c in _VERSION_COLUMNS.split(", "))
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else None
+        sql = (
+            f"SELECT {columns} FROM objects o JOIN versions v ON v.version_id = o.version_id "
+            "WHERE o.bucket = ? AND o.key > ? AND o.key >= ?"
+        )
+        params: list[object] = [bucket, start_after, prefix]
+        if upper is not None:
+            sql += " AND o.key < ?"
+            params.append(upper)
+        sql += " ORDER BY o.key LIMIT ?"
+        params.append(limit)
+        return [VersionRow(*r) for r in self._db.execute(sql, params)]
+
+    def mark_corrupt(self, version_id: str, stripe_index: int, shard_index: int, node_id: str) -> bool:
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE shards SET state = 'corrupt' WHERE version_id = ? AND stripe_index = ? "
+                "AND shard_index = ? AND node_id = ?",
+                (version_id, stripe_index, shard_index, node_id),
+            )
+            return cursor.rowcount > 0
+
+    # Shard deletions -----------------------------------------------------------------------
+
+    def due_deletions(self, node_id: str, now: float, limit: int = 1000) -> list[str]:
+        return [r[0] for r in self._db.execute(
+            "SELECT shard_id FROM deletions WHERE node_id = ? AND not_before <= ? LIMIT ?",
+            (node_id, now, limit),
+        )]
+
+    def confirm_deletions(self, node_id: str, shard_ids: Sequence[str]) -> None:
+        if not shard_ids:
+            return
+        with self._tx() as db:
+            db.executemany(
+                "DELETE FROM deletions WHERE node_id = ? AND shard_id = ?",
+                [(node_id, s) for s in shard_ids],
+            )
+
+    def pending_deletions(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM deletions").fetchone()[0])
+
+    # Health --------------------------------------------------------------------------------
+
+    def stripe_health(self, live_nodes: set[str]) -> list[tuple[str, int, int, int, int]]:
+        """Per committed object: (version_id, size, k, n, min healthy shards over its stripes).
+
+        Objects with no stripes (empty) report n. A shard is healthy when its state is ok and
+        its node is live.
+        """
+        self._db.execute("CREATE TEMP TABLE IF NOT EXISTS live_nodes (node_id TEXT PRIMARY KEY)")
+        self._db.execute("DELETE FROM live_nodes")
+        self._db.executemany("INSERT INTO live_nodes VALUES (?)", [(n,) for n in live_nodes])
+        rows = self._db.execute(
+            "SELECT v.version_id, v.size, v.k, v.n, MIN(COALESCE(h.healthy, v.n)) "
+            "FROM objects o JOIN versions v ON v.version_id = o.version_id "
+            "LEFT JOIN (SELECT s.version_id, s.stripe_index, "
+            "  SUM(CASE WHEN sh.state = 'ok' AND ln.node_id IS NOT NULL THEN 1 ELSE 0 END) AS healthy "
+            "  FROM stripes s LEFT JOIN shards sh "
+            "    ON sh.version_id = s.version_id AND sh.stripe_index = s.stripe_index "
+            "  LEFT JOIN live_nodes ln ON ln.node_id = sh.node_id "
+            "  GROUP BY s.version_id, s.stripe_index) h ON h.version_id = v.version_id "
+            "GROUP BY v.version_id"
+        ).fetchall()
+        return [tuple(r) for r in rows]
+
+    def stripe_histogram(self, live_nodes: set[str]) -> dict[int, int]:
+        """Committed stripes counted by their number of healthy shards."""
+        self.stripe_health(live_nodes)  # refreshes live_nodes
+        rows = self._db.execute(
+            "SELECT healthy, COUNT(*) FROM (SELECT s.version_id, s.stripe_index, "
+            "  SUM(CASE WHEN sh.state = 'ok' AND ln.node_id IS NOT NULL THEN 1 ELSE 0 END) AS healthy "
+            "  FROM objects o JOIN stripes s ON s.version_id = o.version_id "
+            "  LEFT JOIN shards sh ON sh.version_id = s.version_id AND sh.stripe_index = s.stripe_index "
+            "  LEFT JOIN live_nodes ln ON ln.node_id = sh.node_id "
+            "  GROUP BY s.version_id, s.stripe_index) GROUP BY healthy"
+        ).fetchall()
+        return {int(h): int(c) for h, c in rows}
+
+    @staticmethod
+    def shard_ids_of(version_id: str, stripe: StripeRow) -> list[str]:
+        return [shard_id(version_id, stripe.index, s.shard_index) for s in stripe.shards]

@@ -1,0 +1,53 @@
+"""The cluster status report: nodes, capacity, and objects by health."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from shoal.coordinator.config import CoordinatorConfig
+from shoal.rpc.v1 import common_pb2 as common
+from shoal.rpc.v1 import coordinator_pb2 as pb
+
+
+def classify(healthy: int, k: int, n: int) -> str:
+    """An object's health from the fewest healthy shards any of its stripes has."""
+    if healthy >= n:
+        return "healthy"
+    if healthy >= k:
+        return "degraded"
+    return "unavailable"
+
+
+def build_status(
+    config: CoordinatorConfig,
+    nodes: Sequence[common.NodeInfo],
+    health: Sequence[tuple[str, int, int, int, int]],
+    histogram: dict[int, int],
+    bucket_count: int,
+    pending_deletions: int,
+) -> pb.ClusterStatusResponse:
+    """Assemble ClusterStatusResponse from membership and metadata queries."""
+    counts = {"healthy": 0, "degraded": 0, "unavailable": 0}
+    sizes = dict.fromkeys(counts, 0)
+    for _version, size, k, n, min_healthy in health:
+        label = classify(min_healthy, k, n)
+        counts[label] += 1
+        sizes[label] += size
+    raw = sum(node.capacity_bytes for node in nodes)
+    used = sum(node.used_bytes for node in nodes)
+    usable = (raw - used) * config.default_k // config.default_n
+    width = max([*histogram.keys(), config.default_n, 0]) + 1
+    return pb.ClusterStatusResponse(
+        nodes=nodes,
+        raw_capacity_bytes=raw,
+        used_bytes=used,
+        usable_capacity_bytes=max(usable, 0),
+        objects=pb.HealthCounts(**counts),
+        object_bytes=pb.HealthCounts(**sizes),
+        bucket_count=bucket_count,
+        default_k=config.default_k,
+        default_n=config.default_n,
+        heartbeat_timeout_s=config.heartbeat_timeout,
+        stripes_by_healthy_shards=[histogram.get(i, 0) for i in range(width)],
+        pending_shard_deletions=pending_deletions,
+    )

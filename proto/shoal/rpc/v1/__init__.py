@@ -1,0 +1,1 @@
+"""Generated gRPC stubs for the Shoal wire protocol."""

@@ -1,0 +1,1 @@
+"""The storage node daemon (`shoal-node`): durable, checksummed shard storage over gRPC."""

@@ -1,0 +1,92 @@
+"""`shoal-node`: the storage node daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc.aio
+
+from shoal.common import logging as shoal_logging
+from shoal.common.config import load_config
+from shoal.common.errors import ConfigError
+from shoal.common.ids import new_node_id
+from shoal.common.lifecycle import run_daemon, write_ready_file
+from shoal.common.rpc import SERVER_OPTIONS
+from shoal.rpc.v1 import storage_pb2_grpc as pb_grpc
+from shoal.storage_node.config import NodeConfig
+from shoal.storage_node.membership import Membership
+from shoal.storage_node.service import StorageNodeServicer
+from shoal.storage_node.shard_store import ShardStore
+
+log = logging.getLogger("shoal.node")
+
+
+def resolve_node_id(data_dir: Path, requested: str) -> str:
+    """The node id persisted in data_dir; created from `requested` (or generated) on first start."""
+    id_file = data_dir / "node_id"
+    if id_file.exists():
+        existing = id_file.read_text().strip()
+        if requested and requested != existing:
+            raise ConfigError(
+                f"invalid value for 'node_id': {data_dir} belongs to node {existing!r}, not {requested!r}"
+            )
+        return existing
+    node_id = requested or new_node_id()
+    tmp = id_file.with_suffix(".tmp")
+    tmp.write_text(node_id + "\n")
+    tmp.replace(id_file)
+    return node_id
+
+
+async def serve(config: NodeConfig, shutdown: asyncio.Event) -> None:
+    """Run the node until `shutdown` is set, then stop gracefully."""
+    data_dir = Path(config.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    node_id = resolve_node_id(data_dir, config.node_id)
+    store = await asyncio.to_thread(ShardStore, data_dir, config.capacity)
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    servicer = StorageNodeServicer(store, node_id)
+    pb_grpc.add_StorageNodeServicer_to_server(servicer, server)
+    port = server.add_insecure_port(config.listen)
+    if port == 0:
+        raise ConfigError(f"cannot listen on {config.listen}")
+    await server.start()
+    host = config.listen.rsplit(":", 1)[0]
+    address = config.advertise or f"{host}:{port}"
+    log.info("serving", extra={"node_id": node_id, "address": address, "shards": store.shard_count})
+    membership = Membership(config, store, node_id, address)
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            if await membership.register(shutdown):
+                if config.ready_file:
+                    write_ready_file(config.ready_file, {"address": address, "node_id": node_id})
+                tasks.create_task(membership.run(shutdown))
+            await shutdown.wait()
+            await server.stop(config.shutdown_grace)
+    finally:
+        await membership.close()
+    log.info(
+        "stopped",
+        extra={"node_id": node_id, "bytes_in": servicer.bytes_in, "bytes_out": servicer.bytes_out},
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `shoal-node`."""
+    config, _args = load_config(
+        NodeConfig, argv, prog="shoal-node", description="Shoal storage node: stores shards durably."
+    )
+    shoal_logging.configure(config.log_level, config.log_format)
+    try:
+        return run_daemon(lambda shutdown: serve(config, shutdown))
+    except ConfigError as exc:
+        print(f"shoal-node: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
