@@ -107,13 +107,15 @@ class ObjectReader:
     async def _fetch(self, stripe: common.StripeLocation, shard: common.ShardLocation) -> bytes:
         if not shard.address:
             raise ShardFailure("node unknown to the coordinator")
-        stub = self.channels.stub(shard.address)
         sid = shard_id(self.info.version_id, stripe.index, shard.shard_index)
-        parts: list[bytes] = []
         try:
-            call = stub.GetShard(spb.GetShardRequest(shard_id=sid), timeout=self.tuning.shard_timeout_s)
-            async for message in call:
-                parts.append(message.data)
+            try:
+                parts = await self._get_shard(shard.address, sid)
+            except grpc.aio.AioRpcError as first:
+                if first.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                await self.channels.reset(shard.address)
+                parts = await self._get_shard(shard.address, sid)
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -130,6 +132,11 @@ class ObjectReader:
         if len(data) != shard.length or shard_checksum(data) != shard.checksum:
             raise ShardFailure("checksum mismatch", corrupt=True)
         return data
+
+    async def _get_shard(self, address: str, sid: str) -> list[bytes]:
+        stub = self.channels.stub(address)
+        call = stub.GetShard(spb.GetShardRequest(shard_id=sid), timeout=self.tuning.shard_timeout_s)
+        return [message.data async for message in call]
 
     def _candidates(self, stripe: common.StripeLocation) -> list[common.ShardLocation]:
         """Shards in the order to try: healthy data shards, healthy parity, then the doubtful."""
@@ -184,7 +191,11 @@ class ObjectReader:
         if corrupt:
             await self._report_corrupt(stripe, corrupt)
         if len(got) < k:
-            raise Unavailable(self._explain(stripe, got, failures))
+            message = self._explain(stripe, got, failures)
+            if len(got) + len(corrupt) >= k:
+                # Enough nodes answered; bad bytes, not missing nodes, are why it fails.
+                raise CorruptData(message)
+            raise Unavailable(message)
         if all(i in got for i in range(k)):
             return b"".join(got[i] for i in range(k))[: stripe.size]
         chosen = {i: got[i] for i in sorted(got)[:k]}

@@ -141,6 +141,8 @@ class StripeWriter:
                         length=len(shards[shard_index]), checksum=checksums[shard_index],
                     )
                 except grpc.aio.AioRpcError as exc:
+                    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                        await self.channels.reset(node.address)
                     why = to_shoal_error(exc)
                     failures.append(f"{node.node_id} ({why})")
                     log.info("shard write failed, trying a handoff",

@@ -47,7 +47,7 @@ class StripeCodec:
         view = memoryview(stripe)
         size = len(view)
         if size == 0:
-            raise InvalidArgument("cannot encode an empty stripe")
+            return [b""] * self.n
         length = shard_length(size, self.k)
         blocks: list[bytes | memoryview] = []
         for i in range(self.k):
@@ -68,6 +68,8 @@ class StripeCodec:
                 raise InvalidArgument(f"shard index {index} outside 0..{self.n - 1}")
             if len(data) != length:
                 raise InvalidArgument(f"shard {index} has {len(data)} bytes, expected {length}")
+        if stripe_size == 0:
+            return b""
         if all(i in shards for i in range(self.k)):
             blocks: Sequence[bytes | memoryview] = [shards[i] for i in range(self.k)]
         else:

@@ -1,0 +1,42 @@
+# Shoal developer entry points. `make demo` and `make test` work on a fresh machine: they create
+# the virtual environment in .venv and install everything they need first.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-dev
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast lint typecheck proto proto-check wheel-check clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]' --config-settings editable_mode=strict
+	touch $(STAMP)
+
+# A strict editable install links each module file; re-linking picks up modules added since.
+install: $(STAMP)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=strict
+
+demo: install
+	$(PY) examples/demo.py
+
+lint: install
+	$(PY) -m ruff check .
+
+typecheck: install
+	cd $(VENV) && ../$(PY) -m mypy --config-file ../pyproject.toml -p shoal.common -p shoal.storage_node -p shoal.coordinator -p shoal.client
+
+proto: install
+	$(PY) proto/generate.py
+
+proto-check: proto
+	@git diff --exit-code -- proto/ >/dev/null && test -z "$$(git status --porcelain -- proto/)" \
+		|| { echo "stubs out of date: run 'make proto' and commit"; git status --short -- proto/; exit 1; }
+
+test: install lint typecheck
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

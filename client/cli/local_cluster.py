@@ -1,0 +1,323 @@
+"""A local development cluster: one coordinator and N storage nodes as background processes.
+
+State lives in one directory:
+
+    cluster.json            addresses, pids and settings of every daemon (rewritten atomically)
+    coordinator/            the coordinator's data dir, daemon.log and ready.json
+    nodes/<node-id>/        each node's data dir (shards), daemon.log and ready.json
+
+Daemons bind port 0 and report the port they got in their ready file (no pick-then-bind
+race); a restarted node binds the port it had before, so addresses stay stable. `clusterctl
+up/down/node` and the test harness both use this class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shoal.common.errors import InvalidArgument, NotFound, ShoalError
+
+STATE_FILE = "cluster.json"
+READY_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 10.0
+
+
+class ClusterError(ShoalError):
+    """The local cluster could not be started, stopped or found."""
+
+
+@dataclass
+class DaemonState:
+    """One daemon of the local cluster."""
+
+    name: str
+    role: str
+    data_dir: str
+    address: str = ""
+    pid: int = 0
+    zone: str = ""
+    args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ClusterSettings:
+    """How the cluster's daemons are configured."""
+
+    k: int = 4
+    n: int = 6
+    heartbeat_timeout_s: float = 3.0
+    heartbeat_interval_s: float = 0.5
+    stripe_bytes: int = 4 * 1024 * 1024
+    delete_grace_s: float = 5.0
+
+
+def pid_alive(pid: int) -> bool:
+    """True if a process with this pid exists and is not a zombie."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def log_tail(path: Path, lines: int = 50) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+class LocalCluster:
+    """Start, stop and inspect a local cluster rooted at `root`."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+        self.settings = ClusterSettings()
+        self.coordinator: DaemonState | None = None
+        self.nodes: dict[str, DaemonState] = {}
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        state = self.root / STATE_FILE
+        if state.exists():
+            self._load(json.loads(state.read_text()))
+
+    # State ---------------------------------------------------------------------------------
+
+    def _load(self, data: dict[str, Any]) -> None:
+        self.settings = ClusterSettings(**data.get("settings", {}))
+        if data.get("coordinator"):
+            self.coordinator = DaemonState(**data["coordinator"])
+        self.nodes = {name: DaemonState(**d) for name, d in data.get("nodes", {}).items()}
+
+    def save(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        data = {
+            "settings": asdict(self.settings),
+            "coordinator": asdict(self.coordinator) if self.coordinator else None,
+            "nodes": {name: asdict(d) for name, d in self.nodes.items()},
+        }
+        tmp = self.root / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(self.root / STATE_FILE)
+
+    @property
+    def address(self) -> str:
+        """The coordinator's address."""
+        if self.coordinator is None or not self.coordinator.address:
+            raise ClusterError(f"no local cluster in {self.root} (start one with 'clusterctl up')")
+        return self.coordinator.address
+
+    def running(self, daemon: DaemonState) -> bool:
+        child = self._children.get(daemon.pid)
+        if child is not None:
+            return child.poll() is None
+        return pid_alive(daemon.pid)
+
+    def node(self, name: str) -> DaemonState:
+        if name not in self.nodes:
+            known = ", ".join(sorted(self.nodes)) or "none"
+            raise NotFound(f"no node {name!r} in the local cluster at {self.root} (nodes: {known})")
+        return self.nodes[name]
+
+    # Processes -----------------------------------------------------------------------------
+
+    def _spawn(self, daemon: DaemonState, module: str, listen: str, extra: list[str]) -> subprocess.Popen[bytes]:
+        data_dir = Path(daemon.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        ready = data_dir / "ready.json"
+        with contextlib.suppress(FileNotFoundError):
+            ready.unlink()
+        command = [
+            sys.executable, "-m", module, "--listen", listen, "--data-dir", str(data_dir),
+            "--ready-file", str(ready), *extra, *daemon.args,
+        ]
+        log = (data_dir / "daemon.log").open("ab")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+            start_new_session=True, close_fds=True,
+        )
+        log.close()
+        self._children[process.pid] = process
+        daemon.pid = process.pid
+        return process
+
+    def _wait_ready(self, daemon: DaemonState, process: subprocess.Popen[bytes]) -> None:
+        ready = Path(daemon.data_dir) / "ready.json"
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if ready.exists():
+                daemon.address = json.loads(ready.read_text())["address"]
+                return
+            if process.poll() is not None:
+                raise ClusterError(
+                    f"{daemon.name} exited with status {process.returncode} during start; last log lines:\n"
+                    + log_tail(Path(daemon.data_dir) / "daemon.log")
+                )
+            time.sleep(0.02)
+        raise ClusterError(
+            f"{daemon.name} not ready after {READY_TIMEOUT_S:.0f}s; last log lines:\n"
+            + log_tail(Path(daemon.data_dir) / "daemon.log")
+        )
+
+    def _coordinator_flags(self) -> list[str]:
+        s = self.settings
+        return [
+            "--heartbeat-timeout", str(s.heartbeat_timeout_s), "--default-k", str(s.k),
+            "--default-n", str(s.n), "--stripe-bytes", str(s.stripe_bytes),
+            "--delete-grace", str(s.delete_grace_s),
+        ]
+
+    def _node_flags(self, daemon: DaemonState) -> list[str]:
+        flags = [
+            "--coordinator", self.address, "--node-id", daemon.name,
+            "--heartbeat-interval", str(self.settings.heartbeat_interval_s),
+        ]
+        if daemon.zone:
+            flags += ["--zone", daemon.zone]
+        return flags
+
+    def up(self, nodes: int, *, settings: ClusterSettings | None = None,
+           zones: list[str] | None = None) -> None:
+        """Start a coordinator and `nodes` storage nodes; ClusterError if one is running."""
+        if not 1 <= nodes <= 64:
+            raise InvalidArgument(f"--nodes must be between 1 and 64, got {nodes}")
+        if self.coordinator is not None and self.running(self.coordinator):
+            raise ClusterError(
+                f"a local cluster is already running in {self.root} at {self.coordinator.address} "
+                "(stop it with 'clusterctl down')"
+            )
+        if settings is not None:
+            self.settings = settings
+        self.coordinator = DaemonState("coordinator", "coordinator", str(self.root / "coordinator"))
+        process = self._spawn(self.coordinator, "shoal.coordinator", "127.0.0.1:0", self._coordinator_flags())
+        try:
+            self._wait_ready(self.coordinator, process)
+            self.save()
+            self.nodes = {}
+            for i in range(1, nodes + 1):
+                zone = zones[(i - 1) % len(zones)] if zones else ""
+                name = f"node-{i}"
+                self.nodes[name] = DaemonState(name, "node", str(self.root / "nodes" / name), zone=zone)
+            self._start_nodes(list(self.nodes.values()), fresh=True)
+        except BaseException:
+            self.down()
+            raise
+        self.save()
+
+    def _start_nodes(self, daemons: list[DaemonState], *, fresh: bool = False) -> None:
+        started = []
+        for daemon in daemons:
+            listen = "127.0.0.1:0" if fresh or not daemon.address else daemon.address
+            started.append((daemon, self._spawn(daemon, "shoal.storage_node", listen, self._node_flags(daemon))))
+        for daemon, process in started:
+            self._wait_ready(daemon, process)
+        self.save()
+
+    def add_node(self, zone: str = "") -> DaemonState:
+        """Start one more node."""
+        name = f"node-{len(self.nodes) + 1}"
+        daemon = DaemonState(name, "node", str(self.root / "nodes" / name), zone=zone)
+        self.nodes[name] = daemon
+        self._start_nodes([daemon], fresh=True)
+        return daemon
+
+    def start_node(self, name: str) -> DaemonState:
+        """Restart a stopped node on its previous address."""
+        daemon = self.node(name)
+        if self.running(daemon):
+            raise ClusterError(f"{name} is already running (pid {daemon.pid})")
+        self._start_nodes([daemon])
+        return daemon
+
+    def start_nodes(self, names: list[str]) -> None:
+        """Restart several stopped nodes in parallel."""
+        daemons = [self.node(name) for name in names]
+        for daemon in daemons:
+            if self.running(daemon):
+                raise ClusterError(f"{daemon.name} is already running (pid {daemon.pid})")
+        self._start_nodes(daemons)
+
+    def stop_nodes(self, names: list[str], sig: int = signal.SIGTERM) -> None:
+        """Stop several nodes: signal all first, then wait for each."""
+        daemons = [self.node(name) for name in names]
+        for daemon in daemons:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(daemon.pid, sig)
+        for daemon in daemons:
+            self._stop(daemon, sig)
+        self.save()
+
+    def stop_node(self, name: str, sig: int = signal.SIGTERM) -> None:
+        """Stop a node (SIGTERM: graceful; SIGKILL: a crash)."""
+        daemon = self.node(name)
+        if not self.running(daemon):
+            raise ClusterError(f"{name} is not running")
+        self._stop(daemon, sig)
+        self.save()
+
+    def stop_coordinator(self, sig: int = signal.SIGTERM) -> None:
+        if self.coordinator is None or not self.running(self.coordinator):
+            raise ClusterError("the coordinator is not running")
+        self._stop(self.coordinator, sig)
+
+    def start_coordinator(self) -> None:
+        """Restart the coordinator on its previous address."""
+        if self.coordinator is None:
+            raise ClusterError(f"no local cluster in {self.root}")
+        if self.running(self.coordinator):
+            raise ClusterError("the coordinator is already running")
+        process = self._spawn(
+            self.coordinator, "shoal.coordinator", self.coordinator.address, self._coordinator_flags()
+        )
+        self._wait_ready(self.coordinator, process)
+        self.save()
+
+    def _stop(self, daemon: DaemonState, sig: int) -> int | None:
+        """Signal a daemon and wait for it; escalate to SIGKILL after STOP_TIMEOUT_S."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon.pid, sig)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while self.running(daemon) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if self.running(daemon):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(daemon.pid, signal.SIGKILL)
+            while self.running(daemon):
+                time.sleep(0.02)
+        child = self._children.pop(daemon.pid, None)
+        code = child.wait() if child is not None else None
+        daemon.pid = 0
+        return code
+
+    def down(self) -> dict[str, int | None]:
+        """Stop every daemon (nodes first); returns exit codes of the ones this process started."""
+        codes: dict[str, int | None] = {}
+        for daemon in self.nodes.values():
+            if daemon.pid and self.running(daemon):
+                codes[daemon.name] = self._stop(daemon, signal.SIGTERM)
+        if self.coordinator is not None and self.coordinator.pid and self.running(self.coordinator):
+            codes["coordinator"] = self._stop(self.coordinator, signal.SIGTERM)
+        if self.root.exists():
+            self.save()
+        return codes
+
+    def shard_path(self, node: str, shard: str) -> Path:
+        """Where a node keeps a shard file (for fault-injection tests)."""
+        return Path(self.node(node).data_dir) / "shards" / shard[:2] / shard

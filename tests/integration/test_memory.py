@@ -1,0 +1,52 @@
+"""Memory stays bounded by a few stripes: a 256 MiB put and get in a client process whose
+peak RSS must stay under 200 MiB (the object alone would be 256 MiB)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from shoal.client import Client
+
+OBJECT_BYTES = 256 * 1024 * 1024
+RSS_BOUND_MIB = 200
+
+CHILD = textwrap.dedent(
+    """
+    import hashlib, json, os, resource, sys
+    from shoal.client import Client
+    address, bucket, src, dst = sys.argv[1:5]
+    with Client(address) as client:
+        info = client.put(bucket, "big", src)
+        client.download(bucket, "big", dst)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"size": info.size, "peak_mib": peak_kib / 1024}))
+    """
+)
+
+
+def test_256mib_put_and_get_keep_client_memory_bounded(client: Client, bucket: str, tmp_path: Path) -> None:
+    src = tmp_path / "big.bin"
+    chunk = bytes(range(256)) * 4096  # 1 MiB pattern, varied per MiB below
+    with src.open("wb") as handle:
+        for i in range(OBJECT_BYTES // len(chunk)):
+            handle.write(i.to_bytes(8, "little") + chunk[8:])
+    dst = tmp_path / "back.bin"
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, client.address, bucket, str(src), str(dst)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["size"] == OBJECT_BYTES
+    assert report["peak_mib"] < RSS_BOUND_MIB, f"client peak RSS {report['peak_mib']:.0f} MiB"
+    with src.open("rb") as a, dst.open("rb") as b:
+        while True:
+            left, right = a.read(1 << 22), b.read(1 << 22)
+            assert left == right, "downloaded bytes differ"
+            if not left:
+                break
+    client.delete(bucket, "big")
