@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -79,14 +79,17 @@ class AsyncClient:
         self.put_tuning = put_tuning or PutTuning()
         self.get_tuning = get_tuning or GetTuning()
         self._channel: grpc.aio.Channel | None = None
-        self._stub: cpb_grpc.CoordinatorStub | None = None
+        self._stub: cpb_grpc.CoordinatorAsyncStub | None = None
         self._nodes = NodeChannels()
 
     async def __aenter__(self) -> AsyncClient:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.close()
 
@@ -113,7 +116,12 @@ class AsyncClient:
     # Buckets -------------------------------------------------------------------------------
 
     async def create_bucket(
-        self, name: str, k: int | None = None, n: int | None = None, *, write_quorum: int | None = None
+        self,
+        name: str,
+        k: int | None = None,
+        n: int | None = None,
+        *,
+        write_quorum: int | None = None,
     ) -> BucketInfo:
         """Create a bucket whose objects default to `(k, n)` (cluster default: 4, 6).
 
@@ -161,8 +169,11 @@ class AsyncClient:
                 "BeginPut", cpb.BeginPutRequest(bucket=bucket, key=key, k=k or 0, n=n or 0)
             )
             reply = await run_put(
-                begin=begin, stripes=source.stripes(begin.stripe_bytes), channels=self._nodes,
-                call=self._call, tuning=self.put_tuning,
+                begin=begin,
+                stripes=source.stripes(begin.stripe_bytes),
+                channels=self._nodes,
+                call=self._call,
+                tuning=self.put_tuning,
             )
         finally:
             source.close()
@@ -171,7 +182,9 @@ class AsyncClient:
     async def _reader(self, bucket: str, key: str) -> ObjectReader:
         check_bucket_name(bucket)
         check_key(key)
-        located = await self._call("Locate", cpb.LocateRequest(bucket=bucket, key=key, max_stripes=256))
+        located = await self._call(
+            "Locate", cpb.LocateRequest(bucket=bucket, key=key, max_stripes=256)
+        )
         return ObjectReader(located, self._nodes, self._call, self.get_tuning)
 
     async def stream(
@@ -183,8 +196,10 @@ class AsyncClient:
         async for piece in _range_pieces(reader, offset, length):
             yield piece
 
-    async def get(self, bucket: str, key: str, *, offset: int = 0, length: int | None = None) -> bytes:
-        """Return the object's bytes, or `length` bytes from `offset` (only needed stripes are read).
+    async def get(
+        self, bucket: str, key: str, *, offset: int = 0, length: int | None = None
+    ) -> bytes:
+        """Return the object's bytes, or `length` bytes from `offset` (reads only needed stripes).
 
         Raises:
             NotFound, InvalidArgument (bad range), Unavailable (too many shards unreachable,
@@ -195,10 +210,9 @@ class AsyncClient:
     async def download(self, bucket: str, key: str, path: str | os.PathLike[str]) -> ObjectInfo:
         """Write the object to `path` atomically (temp file + rename); returns its info."""
         target = Path(path)
-        if target.is_dir():
-            raise InvalidArgument(f"cannot download to {str(target)!r}: it is a directory")
-        if not target.parent.exists():
-            raise InvalidArgument(f"cannot download to {str(target)!r}: no such directory")
+        problem = await asyncio.to_thread(_download_target_problem, target)
+        if problem:
+            raise InvalidArgument(f"cannot download to {str(target)!r}: {problem}")
         reader = await self._reader(bucket, key)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
         try:
@@ -239,7 +253,9 @@ class AsyncClient:
         while True:
             reply = await self._call(
                 "ListObjects",
-                cpb.ListObjectsRequest(bucket=bucket, prefix=prefix, start_after=start_after, limit=LIST_PAGE),
+                cpb.ListObjectsRequest(
+                    bucket=bucket, prefix=prefix, start_after=start_after, limit=LIST_PAGE
+                ),
             )
             for info in reply.objects:
                 yield ObjectInfo.from_proto(info)
@@ -253,14 +269,26 @@ class AsyncClient:
         return status_to_dict(reply)
 
 
+def _download_target_problem(target: Path) -> str:
+    if target.is_dir():
+        return "it is a directory"
+    if not target.parent.exists():
+        return "no such directory"
+    return ""
+
+
 def _check_range(offset: int, length: int | None) -> None:
     if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
         raise InvalidArgument(f"offset must be an integer >= 0, got {offset!r}")
-    if length is not None and (not isinstance(length, int) or isinstance(length, bool) or length < 0):
+    if length is not None and (
+        not isinstance(length, int) or isinstance(length, bool) or length < 0
+    ):
         raise InvalidArgument(f"length must be None or an integer >= 0, got {length!r}")
 
 
-async def _range_pieces(reader: ObjectReader, offset: int, length: int | None) -> AsyncIterator[bytes]:
+async def _range_pieces(
+    reader: ObjectReader, offset: int, length: int | None
+) -> AsyncGenerator[bytes, None]:
     info = reader.info
     if offset > info.size:
         raise InvalidArgument(f"offset {offset} is beyond the object's size of {info.size} bytes")
@@ -282,7 +310,7 @@ class AsyncObjectStream:
 
     def __init__(self, reader: ObjectReader) -> None:
         self.info = ObjectInfo.from_proto(reader.info)
-        self._pieces = _range_pieces(reader, 0, None)
+        self._pieces: AsyncGenerator[bytes, None] = _range_pieces(reader, 0, None)
         self._buffer = b""
         self._eof = False
 

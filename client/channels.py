@@ -18,10 +18,10 @@ class NodeChannels:
 
     def __init__(self) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
-        self._stubs: dict[str, spb_grpc.StorageNodeStub] = {}
+        self._stubs: dict[str, spb_grpc.StorageNodeAsyncStub] = {}
         self._retired: list[tuple[float, grpc.aio.Channel]] = []
 
-    def stub(self, address: str) -> spb_grpc.StorageNodeStub:
+    def stub(self, address: str) -> spb_grpc.StorageNodeAsyncStub:
         stub = self._stubs.get(address)
         if stub is None:
             channel = insecure_channel(address)

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 
 import grpc.aio
 
+from shoal.client.channels import NodeChannels
 from shoal.common.checksum import shard_checksum
 from shoal.common.erasure import StripeCodec
 from shoal.common.errors import CorruptData, NotFound, ShoalError, Unavailable
 from shoal.common.names import shard_id
 from shoal.common.rpc import to_shoal_error
 from shoal.common.units import format_duration
-from shoal.client.channels import NodeChannels
 from shoal.rpc.v1 import common_pb2 as common
 from shoal.rpc.v1 import coordinator_pb2 as cpb
 from shoal.rpc.v1 import storage_pb2 as spb
@@ -62,8 +62,13 @@ CoordinatorCall = Callable[[str, object], Awaitable[object]]
 class ObjectReader:
     """Reads the stripes of one object version."""
 
-    def __init__(self, located: cpb.LocateResponse, channels: NodeChannels, call: CoordinatorCall,
-                 tuning: GetTuning) -> None:
+    def __init__(
+        self,
+        located: cpb.LocateResponse,
+        channels: NodeChannels,
+        call: CoordinatorCall,
+        tuning: GetTuning,
+    ) -> None:
         self.info = located.info
         self.channels = channels
         self.call = call
@@ -76,8 +81,11 @@ class ObjectReader:
             reply = await self.call(
                 "Locate",
                 cpb.LocateRequest(
-                    bucket=self.info.bucket, key=self.info.key, version_id=self.info.version_id,
-                    first_stripe=index, max_stripes=LOCATE_PAGE,
+                    bucket=self.info.bucket,
+                    key=self.info.key,
+                    version_id=self.info.version_id,
+                    first_stripe=index,
+                    max_stripes=LOCATE_PAGE,
                 ),
             )
             assert isinstance(reply, cpb.LocateResponse)
@@ -140,14 +148,38 @@ class ObjectReader:
 
     def _candidates(self, stripe: common.StripeLocation) -> list[common.ShardLocation]:
         """Shards in the order to try: healthy data shards, healthy parity, then the doubtful."""
+
         def rank(shard: common.ShardLocation) -> tuple[int, int]:
             doubtful = shard.state != "ok" or shard.node_state == "down"
             return (1 if doubtful else 0, shard.shard_index)
+
         return sorted(stripe.shards, key=rank)
 
     async def read_stripe(self, stripe: common.StripeLocation) -> bytes:
-        """Return one stripe's bytes, or raise Unavailable explaining what is missing."""
+        """Return one stripe's bytes, or raise Unavailable/CorruptData saying what is missing."""
         assert self.codec is not None
+        k = self.info.k
+        got, failures, corrupt = await self._gather(stripe)
+        if corrupt:
+            await self._report_corrupt(stripe, corrupt)
+        if len(got) < k:
+            message = self._explain(stripe, got, failures)
+            if len(got) + len(corrupt) >= k:
+                # Enough nodes answered; bad bytes, not missing nodes, are why it fails.
+                raise CorruptData(message)
+            raise Unavailable(message)
+        if all(i in got for i in range(k)):
+            return b"".join(got[i] for i in range(k))[: stripe.size]
+        chosen = {i: got[i] for i in sorted(got)[:k]}
+        return await asyncio.to_thread(self.codec.decode, chosen, stripe.size)
+
+    async def _gather(
+        self, stripe: common.StripeLocation
+    ) -> tuple[dict[int, bytes], dict[int, str], list[tuple[common.ShardLocation, str]]]:
+        """Fetch until k good shards arrive or candidates run out.
+
+        Returns (shards by index, failure reason by index, corrupt shards with reasons).
+        """
         k = self.info.k
         queue = self._candidates(stripe)
         got: dict[int, bytes] = {}
@@ -155,12 +187,10 @@ class ObjectReader:
         corrupt: list[tuple[common.ShardLocation, str]] = []
         running: dict[asyncio.Task[bytes], common.ShardLocation] = {}
 
-        def launch() -> bool:
-            if not queue:
-                return False
-            shard = queue.pop(0)
-            running[asyncio.create_task(self._fetch(stripe, shard))] = shard
-            return True
+        def launch() -> None:
+            if queue:
+                shard = queue.pop(0)
+                running[asyncio.create_task(self._fetch(stripe, shard))] = shard
 
         for _ in range(k):
             launch()
@@ -171,7 +201,6 @@ class ObjectReader:
                 )
                 if not done:
                     launch()  # hedge: a request is overdue, race one more shard against it
-                    continue
                 for task in done:
                     shard = running.pop(task)
                     try:
@@ -188,20 +217,11 @@ class ObjectReader:
             for task in list(running):
                 with contextlib.suppress(BaseException):
                     await task
-        if corrupt:
-            await self._report_corrupt(stripe, corrupt)
-        if len(got) < k:
-            message = self._explain(stripe, got, failures)
-            if len(got) + len(corrupt) >= k:
-                # Enough nodes answered; bad bytes, not missing nodes, are why it fails.
-                raise CorruptData(message)
-            raise Unavailable(message)
-        if all(i in got for i in range(k)):
-            return b"".join(got[i] for i in range(k))[: stripe.size]
-        chosen = {i: got[i] for i in sorted(got)[:k]}
-        return await asyncio.to_thread(self.codec.decode, chosen, stripe.size)
+        return got, failures, corrupt
 
-    def _explain(self, stripe: common.StripeLocation, got: dict[int, bytes], failures: dict[int, str]) -> str:
+    def _explain(
+        self, stripe: common.StripeLocation, got: dict[int, bytes], failures: dict[int, str]
+    ) -> str:
         held = {s.shard_index for s in stripe.shards}
         missing = [failures[i] for i in sorted(failures)]
         missing += [f"shard {i} (never written)" for i in range(self.info.n) if i not in held]
@@ -210,13 +230,21 @@ class ObjectReader:
             f"{len(got)}/{self.info.n} shards, need {self.info.k}; missing on {', '.join(missing)}"
         )
 
-    async def _report_corrupt(self, stripe: common.StripeLocation,
-                              shards: list[tuple[common.ShardLocation, str]]) -> None:
-        request = cpb.ReportCorruptShardsRequest(shards=[
-            cpb.CorruptShard(version_id=self.info.version_id, stripe_index=stripe.index,
-                             shard_index=s.shard_index, node_id=s.node_id, reason=reason)
-            for s, reason in shards
-        ])
+    async def _report_corrupt(
+        self, stripe: common.StripeLocation, shards: list[tuple[common.ShardLocation, str]]
+    ) -> None:
+        request = cpb.ReportCorruptShardsRequest(
+            shards=[
+                cpb.CorruptShard(
+                    version_id=self.info.version_id,
+                    stripe_index=stripe.index,
+                    shard_index=s.shard_index,
+                    node_id=s.node_id,
+                    reason=reason,
+                )
+                for s, reason in shards
+            ]
+        )
         try:
             await self.call("ReportCorruptShards", request)
         except ShoalError as exc:

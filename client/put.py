@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 
 import grpc.aio
 
+from shoal.client.channels import NodeChannels
 from shoal.common.checksum import StreamingChecksum, shard_checksum
 from shoal.common.erasure import StripeCodec
 from shoal.common.errors import InsufficientNodes, ShoalError
 from shoal.common.names import shard_id
 from shoal.common.rpc import STREAM_CHUNK_BYTES, to_shoal_error
-from shoal.client.channels import NodeChannels
 from shoal.rpc.v1 import common_pb2 as common
 from shoal.rpc.v1 import coordinator_pb2 as cpb
 from shoal.rpc.v1 import storage_pb2 as spb
@@ -61,7 +61,9 @@ class UploadState:
 CoordinatorCall = Callable[[str, object], Awaitable[object]]
 
 
-async def _shard_messages(sid: str, data: bytes | memoryview, checksum: bytes) -> AsyncIterator[spb.PutShardRequest]:
+async def _shard_messages(
+    sid: str, data: bytes | memoryview, checksum: bytes
+) -> AsyncIterator[spb.PutShardRequest]:
     view = memoryview(data)
     header = spb.ShardHeader(shard_id=sid, length=len(view), checksum=checksum)
     yield spb.PutShardRequest(header=header, data=bytes(view[:STREAM_CHUNK_BYTES]))
@@ -72,8 +74,9 @@ async def _shard_messages(sid: str, data: bytes | memoryview, checksum: bytes) -
 class StripeWriter:
     """Writes the shards of stripes to nodes, with handoffs and the write-quorum rule."""
 
-    def __init__(self, state: UploadState, channels: NodeChannels, call: CoordinatorCall,
-                 tuning: PutTuning) -> None:
+    def __init__(
+        self, state: UploadState, channels: NodeChannels, call: CoordinatorCall, tuning: PutTuning
+    ) -> None:
         self.state = state
         self.channels = channels
         self.call = call
@@ -95,7 +98,8 @@ class StripeWriter:
                     reply = await self.call(
                         "PlaceStripes",
                         cpb.PlaceStripesRequest(
-                            upload_id=self.state.begin.upload_id, first_stripe=batch_start,
+                            upload_id=self.state.begin.upload_id,
+                            first_stripe=batch_start,
                             count=PLACE_BATCH,
                         ),
                     )
@@ -111,10 +115,13 @@ class StripeWriter:
                 await asyncio.shield(pending)
         return self.state.placements.pop(index)
 
-    async def _put_shard(self, node: common.NodeInfo, sid: str, data: bytes | memoryview,
-                         checksum: bytes) -> None:
+    async def _put_shard(
+        self, node: common.NodeInfo, sid: str, data: bytes | memoryview, checksum: bytes
+    ) -> None:
         stub = self.channels.stub(node.address)
-        await stub.PutShard(_shard_messages(sid, data, checksum), timeout=self.tuning.shard_timeout_s)
+        await stub.PutShard(
+            _shard_messages(sid, data, checksum), timeout=self.tuning.shard_timeout_s
+        )
 
     async def write_stripe(self, index: int, stripe: memoryview) -> None:
         """Encode and store one stripe; raises when fewer than write_quorum shards land."""
@@ -134,19 +141,27 @@ class StripeWriter:
                         return None
                     node = handoffs.popleft()
                 try:
-                    await self._put_shard(node, shard_id(version, index, shard_index),
-                                          shards[shard_index], checksums[shard_index])
+                    await self._put_shard(
+                        node,
+                        shard_id(version, index, shard_index),
+                        shards[shard_index],
+                        checksums[shard_index],
+                    )
                     return cpb.WrittenShard(
-                        shard_index=shard_index, node_id=node.node_id,
-                        length=len(shards[shard_index]), checksum=checksums[shard_index],
+                        shard_index=shard_index,
+                        node_id=node.node_id,
+                        length=len(shards[shard_index]),
+                        checksum=checksums[shard_index],
                     )
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() == grpc.StatusCode.UNAVAILABLE:
                         await self.channels.reset(node.address)
                     why = to_shoal_error(exc)
                     failures.append(f"{node.node_id} ({why})")
-                    log.info("shard write failed, trying a handoff",
-                             extra={"node_id": node.node_id, "stripe": index, "shard": shard_index})
+                    log.info(
+                        "shard write failed, trying a handoff",
+                        extra={"node_id": node.node_id, "stripe": index, "shard": shard_index},
+                    )
                     node = None
 
         results = await asyncio.gather(*(write_one(i) for i in range(begin.n)))
@@ -155,7 +170,8 @@ class StripeWriter:
             raise InsufficientNodes(
                 f"stripe {index}: {len(written)} of {begin.n} shards written, write quorum is "
                 f"{begin.write_quorum}; failed: {', '.join(failures) or 'no live nodes left'}",
-                needed=begin.write_quorum, available=len(written),
+                needed=begin.write_quorum,
+                available=len(written),
             )
         if len(written) < begin.n:
             self.state.degraded += 1
@@ -164,7 +180,9 @@ class StripeWriter:
         )
 
 
-def _encode_and_hash(codec: StripeCodec, stripe: memoryview) -> tuple[list[bytes | memoryview], list[bytes]]:
+def _encode_and_hash(
+    codec: StripeCodec, stripe: memoryview
+) -> tuple[list[bytes | memoryview], list[bytes]]:
     shards = codec.encode(stripe)
     return shards, [shard_checksum(s) for s in shards]
 
@@ -197,7 +215,9 @@ async def run_put(
             ready.append(state.written.pop(state.reported_up_to))
             state.reported_up_to += 1
         if ready:
-            await call("ReportStripes", cpb.ReportStripesRequest(upload_id=begin.upload_id, stripes=ready))
+            await call(
+                "ReportStripes", cpb.ReportStripesRequest(upload_id=begin.upload_id, stripes=ready)
+            )
 
     try:
         async with asyncio.TaskGroup() as tasks:
@@ -213,7 +233,10 @@ async def run_put(
         reply = await call(
             "CommitPut",
             cpb.CommitPutRequest(
-                upload_id=begin.upload_id, size=size, etag=etag.hexdigest(), stripe_count=count,
+                upload_id=begin.upload_id,
+                size=size,
+                etag=etag.hexdigest(),
+                stripe_count=count,
                 stripes=remaining,
             ),
         )

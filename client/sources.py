@@ -14,7 +14,16 @@ from typing import Any, BinaryIO
 
 from shoal.common.errors import InvalidArgument
 
-PutData = bytes | bytearray | memoryview | str | os.PathLike[str] | BinaryIO | Iterable[bytes] | AsyncIterable[bytes]
+PutData = (
+    bytes
+    | bytearray
+    | memoryview
+    | str
+    | os.PathLike[str]
+    | BinaryIO
+    | Iterable[bytes]
+    | AsyncIterable[bytes]
+)
 
 
 def describe_invalid(data: Any) -> InvalidArgument:
@@ -25,7 +34,7 @@ def describe_invalid(data: Any) -> InvalidArgument:
 
 
 class StripeSource:
-    """An opened put source that yields stripes of exactly `stripe_bytes` (the last may be short)."""
+    """An opened put source yielding stripes of exactly `stripe_bytes` (the last may be short)."""
 
     def __init__(self, data: PutData) -> None:
         self._data = data

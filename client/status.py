@@ -32,9 +32,14 @@ def status_to_dict(status: cpb.ClusterStatusResponse) -> dict[str, Any]:
         "reason": reason,
         "nodes": [
             {
-                "node_id": n.node_id, "address": n.address, "zone": n.zone, "state": n.state,
-                "capacity_bytes": n.capacity_bytes, "used_bytes": n.used_bytes,
-                "shards": n.shard_count, "last_heartbeat_age_s": round(n.last_heartbeat_age_s, 3),
+                "node_id": n.node_id,
+                "address": n.address,
+                "zone": n.zone,
+                "state": n.state,
+                "capacity_bytes": n.capacity_bytes,
+                "used_bytes": n.used_bytes,
+                "shards": n.shard_count,
+                "last_heartbeat_age_s": round(n.last_heartbeat_age_s, 3),
                 "down_for_s": round(n.down_for_s, 3),
             }
             for n in status.nodes

@@ -44,7 +44,9 @@ class Client:
         )
         self.address = self._async.address
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="shoal-client", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="shoal-client", daemon=True
+        )
         self._thread.start()
         self._closed = False
 
@@ -74,7 +76,10 @@ class Client:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -89,7 +94,12 @@ class Client:
         self._loop.close()
 
     def create_bucket(
-        self, name: str, k: int | None = None, n: int | None = None, *, write_quorum: int | None = None
+        self,
+        name: str,
+        k: int | None = None,
+        n: int | None = None,
+        *,
+        write_quorum: int | None = None,
     ) -> BucketInfo:
         """See AsyncClient.create_bucket."""
         return self._run(self._async.create_bucket(name, k, n, write_quorum=write_quorum))
@@ -102,7 +112,9 @@ class Client:
         """See AsyncClient.list_buckets."""
         return self._run(self._async.list_buckets())
 
-    def put(self, bucket: str, key: str, data: PutData, *, k: int | None = None, n: int | None = None) -> ObjectInfo:
+    def put(
+        self, bucket: str, key: str, data: PutData, *, k: int | None = None, n: int | None = None
+    ) -> ObjectInfo:
         """See AsyncClient.put."""
         return self._run(self._async.put(bucket, key, data, k=k, n=n))
 
@@ -110,7 +122,9 @@ class Client:
         """See AsyncClient.get."""
         return self._run(self._async.get(bucket, key, offset=offset, length=length))
 
-    def stream(self, bucket: str, key: str, *, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+    def stream(
+        self, bucket: str, key: str, *, offset: int = 0, length: int | None = None
+    ) -> Iterator[bytes]:
         """See AsyncClient.stream."""
         return self._iterate(self._async.stream(bucket, key, offset=offset, length=length))
 

@@ -26,8 +26,14 @@ class ObjectInfo:
     @classmethod
     def from_proto(cls, info: common.ObjectInfo) -> ObjectInfo:
         return cls(
-            bucket=info.bucket, key=info.key, size=info.size, etag=info.etag, k=info.k, n=info.n,
-            created=datetime.fromtimestamp(info.created, UTC), version_id=info.version_id,
+            bucket=info.bucket,
+            key=info.key,
+            size=info.size,
+            etag=info.etag,
+            k=info.k,
+            n=info.n,
+            created=datetime.fromtimestamp(info.created, UTC),
+            version_id=info.version_id,
             stripe_count=info.stripe_count,
         )
 
@@ -45,6 +51,9 @@ class BucketInfo:
     @classmethod
     def from_proto(cls, bucket: cpb.Bucket) -> BucketInfo:
         return cls(
-            name=bucket.name, k=bucket.k, n=bucket.n, write_quorum=bucket.write_quorum,
+            name=bucket.name,
+            k=bucket.k,
+            n=bucket.n,
+            write_quorum=bucket.write_quorum,
             created=datetime.fromtimestamp(bucket.created, UTC),
         )

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import TypeAlias
 
-Buffer: TypeAlias = bytes | bytearray | memoryview
-
 import xxhash
+
+Buffer: TypeAlias = bytes | bytearray | memoryview
 
 CHECKSUM_BYTES = 16
 

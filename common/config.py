@@ -78,7 +78,9 @@ def _convert(field: dataclasses.Field[Any], kind: Any, raw: Any) -> Any:
 def build_parser(cls: type[Any], prog: str, description: str) -> argparse.ArgumentParser:
     """The argparse parser for a config dataclass (flags default to None = 'not given')."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--config", metavar="FILE", help="TOML file with settings (env SHOAL_CONFIG)")
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML file with settings (env SHOAL_CONFIG)"
+    )
     parser.add_argument(
         "--print-config", action="store_true", help="print the effective config as TOML and exit"
     )
@@ -88,8 +90,11 @@ def build_parser(cls: type[Any], prog: str, description: str) -> argparse.Argume
         text = f"{field.metadata['help']} (env {env_name(field.name)}; default: {field.default!r})"
         if kind is bool:
             parser.add_argument(
-                _flag(field.name), dest=field.name, default=None,
-                action=argparse.BooleanOptionalAction, help=text,
+                _flag(field.name),
+                dest=field.name,
+                default=None,
+                action=argparse.BooleanOptionalAction,
+                help=text,
             )
         else:
             metavar = {"bytes": "BYTES", "seconds": "SECONDS"}.get(

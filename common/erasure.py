@@ -22,9 +22,7 @@ MAX_SHARDS = 256
 def check_redundancy(k: int, n: int) -> None:
     """Raise InvalidArgument unless 1 <= k < n <= 256."""
     if not (1 <= k < n <= MAX_SHARDS):
-        raise InvalidArgument(
-            f"invalid redundancy k={k}, n={n}: need 1 <= k < n <= {MAX_SHARDS}"
-        )
+        raise InvalidArgument(f"invalid redundancy k={k}, n={n}: need 1 <= k < n <= {MAX_SHARDS}")
 
 
 def shard_length(stripe_size: int, k: int) -> int:
@@ -53,8 +51,9 @@ class StripeCodec:
         for i in range(self.k):
             block = view[i * length : (i + 1) * length]
             if len(block) < length:
-                block = bytes(block) + bytes(length - len(block))
-            blocks.append(block)
+                blocks.append(bytes(block) + bytes(length - len(block)))
+            else:
+                blocks.append(block)
         parity = self._encoder.encode(tuple(blocks), tuple(range(self.k, self.n)))
         return [*blocks, *parity]
 
@@ -74,9 +73,7 @@ class StripeCodec:
             blocks: Sequence[bytes | memoryview] = [shards[i] for i in range(self.k)]
         else:
             chosen = sorted(shards)[: self.k]
-            blocks = self._decoder.decode(
-                tuple(shards[i] for i in chosen), tuple(chosen)
-            )
+            blocks = self._decoder.decode(tuple(shards[i] for i in chosen), tuple(chosen))
         return b"".join(blocks)[:stripe_size]
 
     def encode_shard(self, stripe: bytes | memoryview, index: int) -> bytes:

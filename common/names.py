@@ -42,7 +42,7 @@ def shard_id(version_id: str, stripe_index: int, shard_index: int) -> str:
 
 
 def parse_shard_id(value: str) -> tuple[str, int, int]:
-    """Split a shard id into (version_id, stripe_index, shard_index); InvalidArgument if malformed."""
+    """Split a shard id into (version_id, stripe, shard index); InvalidArgument if malformed."""
     match = _SHARD_ID.match(value)
     if not match:
         raise InvalidArgument(f"malformed shard id {value!r}")

@@ -10,10 +10,20 @@ GiB = 1024 * MiB
 TiB = 1024 * GiB
 
 _SIZE_UNITS = {
-    "": 1, "b": 1,
-    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
-    "t": 1000**4, "tb": 1000**4,
-    "kib": KiB, "mib": MiB, "gib": GiB, "tib": TiB,
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "kib": KiB,
+    "mib": MiB,
+    "gib": GiB,
+    "tib": TiB,
 }
 _DURATION_UNITS = {"": 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _NUMBER_UNIT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*$")
@@ -26,7 +36,9 @@ def parse_size(text: str | int) -> int:
     match = _NUMBER_UNIT.match(text)
     unit = match.group(2).lower() if match else None
     if not match or unit not in _SIZE_UNITS:
-        raise ValueError(f"not a size: {text!r} (use bytes or a unit: KiB, MiB, GiB, TiB, KB, MB, GB)")
+        raise ValueError(
+            f"not a size: {text!r} (use bytes or a unit: KiB, MiB, GiB, TiB, KB, MB, GB)"
+        )
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
 

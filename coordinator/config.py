@@ -23,14 +23,19 @@ class CoordinatorConfig:
     default_n: int = setting(6, "default total shards per stripe for new buckets")
     stripe_bytes: int = setting(4 * MiB, "object bytes per stripe for new uploads", unit="bytes")
     delete_grace: float = setting(
-        30.0, "seconds before shards of deleted or replaced objects are removed, so reads in "
-        "flight can finish", unit="seconds",
-    )
-    upload_timeout: float = setting(
-        3600.0, "seconds after which an uncommitted upload is aborted and its shards removed",
+        30.0,
+        "seconds before shards of deleted or replaced objects are removed, so reads in "
+        "flight can finish",
         unit="seconds",
     )
-    shutdown_grace: float = setting(5.0, "seconds in-flight RPCs get to finish on SIGTERM", unit="seconds")
+    upload_timeout: float = setting(
+        3600.0,
+        "seconds after which an uncommitted upload is aborted and its shards removed",
+        unit="seconds",
+    )
+    shutdown_grace: float = setting(
+        5.0, "seconds in-flight RPCs get to finish on SIGTERM", unit="seconds"
+    )
     ready_file: str = setting("", "write {pid, address} as JSON here once serving")
     log_level: str = setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     log_format: str = setting("text", "log line format", choices=("text", "json"))

@@ -45,7 +45,7 @@ async def maintenance(servicer: CoordinatorServicer, shutdown: asyncio.Event) ->
 async def serve(config: CoordinatorConfig, shutdown: asyncio.Event) -> None:
     """Run the coordinator until `shutdown` is set, then stop gracefully."""
     data_dir = Path(config.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     store = MetadataStore(data_dir / "metadata.sqlite3")
     membership = Membership(config.heartbeat_timeout)
     for node in store.nodes():
@@ -76,7 +76,9 @@ async def serve(config: CoordinatorConfig, shutdown: asyncio.Event) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `shoal-coordinator`."""
     config, _args = load_config(
-        CoordinatorConfig, argv, prog="shoal-coordinator",
+        CoordinatorConfig,
+        argv,
+        prog="shoal-coordinator",
         description="Shoal coordinator: metadata, membership and placement.",
     )
     shoal_logging.configure(config.log_level, config.log_format)

@@ -78,8 +78,12 @@ class Membership:
             if state != record.state:
                 log.info(
                     "node state changed",
-                    extra={"node_id": record.node_id, "from": record.state, "to": state,
-                           "heartbeat_age_s": round(age, 2)},
+                    extra={
+                        "node_id": record.node_id,
+                        "from": record.state,
+                        "to": state,
+                        "heartbeat_age_s": round(age, 2),
+                    },
                 )
                 if not (record.state == SUSPECT and state == UP):
                     record.state_since = now
@@ -98,7 +102,8 @@ class Membership:
     def candidates(self) -> list[Candidate]:
         """Live nodes as placement candidates weighted by free capacity."""
         return [
-            Candidate(r.node_id, r.zone, max(r.capacity_bytes - r.used_bytes, 1)) for r in self.live()
+            Candidate(r.node_id, r.zone, max(r.capacity_bytes - r.used_bytes, 1))
+            for r in self.live()
         ]
 
     def heartbeat_age(self, record: NodeRecord) -> float:

@@ -34,7 +34,6 @@ from shoal.common.errors import (
     InvalidArgument,
     NotFound,
 )
-from shoal.common.names import shard_id
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
@@ -144,6 +143,15 @@ class StripeRow:
 
 
 @dataclass(frozen=True)
+class ObjectHealth:
+    version_id: str
+    size: int
+    k: int
+    n: int
+    min_healthy_shards: int
+
+
+@dataclass(frozen=True)
 class NodeRow:
     node_id: str
     address: str
@@ -192,7 +200,9 @@ class MetadataStore:
             )
 
     def nodes(self) -> list[NodeRow]:
-        rows = self._db.execute("SELECT node_id, address, zone, capacity FROM nodes ORDER BY node_id")
+        rows = self._db.execute(
+            "SELECT node_id, address, zone, capacity FROM nodes ORDER BY node_id"
+        )
         return [NodeRow(*row) for row in rows]
 
     # Buckets -------------------------------------------------------------------------------
@@ -201,7 +211,10 @@ class MetadataStore:
         row = BucketRow(name, k, n, write_quorum, time.time())
         with self._tx() as db:
             try:
-                db.execute("INSERT INTO buckets VALUES (?, ?, ?, ?, ?)", (name, k, n, write_quorum, row.created))
+                db.execute(
+                    "INSERT INTO buckets VALUES (?, ?, ?, ?, ?)",
+                    (name, k, n, write_quorum, row.created),
+                )
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"bucket {name!r} already exists") from None
         return row
@@ -227,12 +240,27 @@ class MetadataStore:
 
     def begin_upload(self, version: VersionRow) -> None:
         with self._tx() as db:
-            if db.execute("SELECT 1 FROM buckets WHERE name = ?", (version.bucket,)).fetchone() is None:
+            if (
+                db.execute("SELECT 1 FROM buckets WHERE name = ?", (version.bucket,)).fetchone()
+                is None
+            ):
                 raise NotFound(f"bucket {version.bucket!r} does not exist")
             db.execute(
-                f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (version.version_id, version.bucket, version.key, "pending", version.k, version.n,
-                 version.write_quorum, version.stripe_bytes, 0, "", 0, version.created),
+                f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES ({', '.join('?' * 12)})",
+                (
+                    version.version_id,
+                    version.bucket,
+                    version.key,
+                    "pending",
+                    version.k,
+                    version.n,
+                    version.write_quorum,
+                    version.stripe_bytes,
+                    0,
+                    "",
+                    0,
+                    version.created,
+                ),
             )
 
     def version(self, version_id: str) -> VersionRow:
@@ -248,23 +276,30 @@ class MetadataStore:
             f"SELECT {_VERSION_COLUMNS} FROM versions WHERE version_id = ?", (version_id,)
         ).fetchone()
         if row is None or row[3] != "pending":
-            raise NotFound(f"upload {version_id} is not in progress (aborted, expired or committed)")
+            raise NotFound(
+                f"upload {version_id} is not in progress (aborted, expired or committed)"
+            )
         return VersionRow(*row)
 
     @staticmethod
-    def _insert_stripes(db: sqlite3.Connection, version_id: str, stripes: Sequence[StripeRow]) -> None:
+    def _insert_stripes(
+        db: sqlite3.Connection, version_id: str, stripes: Sequence[StripeRow]
+    ) -> None:
         for stripe in stripes:
             db.execute(
                 "INSERT OR REPLACE INTO stripes VALUES (?, ?, ?, ?)",
                 (version_id, stripe.index, stripe.size, stripe.shard_length),
             )
             db.execute(
-                "DELETE FROM shards WHERE version_id = ? AND stripe_index = ?", (version_id, stripe.index)
+                "DELETE FROM shards WHERE version_id = ? AND stripe_index = ?",
+                (version_id, stripe.index),
             )
             db.executemany(
                 "INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?, 'ok')",
-                [(version_id, stripe.index, s.shard_index, s.node_id, s.length, s.checksum)
-                 for s in stripe.shards],
+                [
+                    (version_id, stripe.index, s.shard_index, s.node_id, s.length, s.checksum)
+                    for s in stripe.shards
+                ],
             )
 
     def record_stripes(self, version_id: str, stripes: Sequence[StripeRow]) -> None:
@@ -292,8 +327,13 @@ class MetadataStore:
             raise InvalidArgument(f"stripe {stripe.index}: size {stripe.size} out of range")
 
     def commit(
-        self, version_id: str, size: int, etag: str, stripe_count: int,
-        stripes: Sequence[StripeRow], delete_grace_s: float,
+        self,
+        version_id: str,
+        size: int,
+        etag: str,
+        stripe_count: int,
+        stripes: Sequence[StripeRow],
+        delete_grace_s: float,
     ) -> tuple[VersionRow, int]:
         """Make a pending upload the visible object; returns (version, degraded stripe count)."""
         with self._tx() as db:
@@ -303,7 +343,8 @@ class MetadataStore:
             self._insert_stripes(db, version_id, stripes)
             rows = db.execute(
                 "SELECT s.stripe_index, s.size, COUNT(sh.shard_index) FROM stripes s "
-                "LEFT JOIN shards sh ON sh.version_id = s.version_id AND sh.stripe_index = s.stripe_index "
+                "LEFT JOIN shards sh "
+                "ON sh.version_id = s.version_id AND sh.stripe_index = s.stripe_index "
                 "WHERE s.version_id = ? GROUP BY s.stripe_index ORDER BY s.stripe_index",
                 (version_id,),
             ).fetchall()
@@ -322,10 +363,12 @@ class MetadataStore:
                 (size, etag, stripe_count, time.time(), version_id),
             )
             old = db.execute(
-                "SELECT version_id FROM objects WHERE bucket = ? AND key = ?", (version.bucket, version.key)
+                "SELECT version_id FROM objects WHERE bucket = ? AND key = ?",
+                (version.bucket, version.key),
             ).fetchone()
             db.execute(
-                "INSERT OR REPLACE INTO objects VALUES (?, ?, ?)", (version.bucket, version.key, version_id)
+                "INSERT OR REPLACE INTO objects VALUES (?, ?, ?)",
+                (version.bucket, version.key, version_id),
             )
             if old is not None:
                 self._retire(db, old[0], time.time() + delete_grace_s)
@@ -337,7 +380,8 @@ class MetadataStore:
         db.execute("UPDATE versions SET state = 'deleted' WHERE version_id = ?", (version_id,))
         db.execute(
             "INSERT OR IGNORE INTO deletions SELECT node_id, "
-            "version_id || '.' || stripe_index || '.' || shard_index, ? FROM shards WHERE version_id = ?",
+            "version_id || '.' || stripe_index || '.' || shard_index, ? "
+            "FROM shards WHERE version_id = ?",
             (not_before, version_id),
         )
         db.execute("DELETE FROM shards WHERE version_id = ?", (version_id,))
@@ -346,16 +390,22 @@ class MetadataStore:
     def abort(self, version_id: str) -> None:
         """Drop a pending upload and queue whatever shards it recorded for removal."""
         with self._tx() as db:
-            row = db.execute("SELECT state FROM versions WHERE version_id = ?", (version_id,)).fetchone()
+            row = db.execute(
+                "SELECT state FROM versions WHERE version_id = ?", (version_id,)
+            ).fetchone()
             if row is None or row[0] != "pending":
                 return
             self._retire(db, version_id, time.time())
 
     def expire_uploads(self, older_than: float) -> list[str]:
         """Abort pending uploads started before `older_than` (wall time); returns their ids."""
-        ids = [r[0] for r in self._db.execute(
-            "SELECT version_id FROM versions WHERE state = 'pending' AND created < ?", (older_than,)
-        )]
+        ids = [
+            r[0]
+            for r in self._db.execute(
+                "SELECT version_id FROM versions WHERE state = 'pending' AND created < ?",
+                (older_than,),
+            )
+        ]
         for version_id in ids:
             self.abort(version_id)
         return ids
@@ -385,11 +435,16 @@ class MetadataStore:
         shards: dict[int, list[ShardRow]] = {}
         for index, shard_index, node_id, length, checksum, state in self._db.execute(
             "SELECT stripe_index, shard_index, node_id, length, checksum, state FROM shards "
-            "WHERE version_id = ? AND stripe_index BETWEEN ? AND ? ORDER BY stripe_index, shard_index",
+            "WHERE version_id = ? AND stripe_index BETWEEN ? AND ? "
+            "ORDER BY stripe_index, shard_index",
             (version_id, first, last),
         ):
-            shards.setdefault(index, []).append(ShardRow(shard_index, node_id, length, checksum, state))
-        return [StripeRow(i, size, length, tuple(shards.get(i, ()))) for i, size, length in stripe_rows]
+            shards.setdefault(index, []).append(
+                ShardRow(shard_index, node_id, length, checksum, state)
+            )
+        return [
+            StripeRow(i, size, length, tuple(shards.get(i, ()))) for i, size, length in stripe_rows
+        ]
 
     def delete_object(self, bucket: str, key: str, delete_grace_s: float) -> None:
         with self._tx() as db:
@@ -402,7 +457,9 @@ class MetadataStore:
             db.execute("DELETE FROM objects WHERE bucket = ? AND key = ?", (bucket, key))
             self._retire(db, row[0], time.time() + delete_grace_s)
 
-    def list_objects(self, bucket: str, prefix: str, start_after: str, limit: int) -> list[VersionRow]:
+    def list_objects(
+        self, bucket: str, prefix: str, start_after: str, limit: int
+    ) -> list[VersionRow]:
         self.bucket(bucket)
         columns = ", ".join("v." + c for c in _VERSION_COLUMNS.split(", "))
         upper = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else None
@@ -418,7 +475,9 @@ class MetadataStore:
         params.append(limit)
         return [VersionRow(*r) for r in self._db.execute(sql, params)]
 
-    def mark_corrupt(self, version_id: str, stripe_index: int, shard_index: int, node_id: str) -> bool:
+    def mark_corrupt(
+        self, version_id: str, stripe_index: int, shard_index: int, node_id: str
+    ) -> bool:
         with self._tx() as db:
             cursor = db.execute(
                 "UPDATE shards SET state = 'corrupt' WHERE version_id = ? AND stripe_index = ? "
@@ -430,10 +489,13 @@ class MetadataStore:
     # Shard deletions -----------------------------------------------------------------------
 
     def due_deletions(self, node_id: str, now: float, limit: int = 1000) -> list[str]:
-        return [r[0] for r in self._db.execute(
-            "SELECT shard_id FROM deletions WHERE node_id = ? AND not_before <= ? LIMIT ?",
-            (node_id, now, limit),
-        )]
+        return [
+            r[0]
+            for r in self._db.execute(
+                "SELECT shard_id FROM deletions WHERE node_id = ? AND not_before <= ? LIMIT ?",
+                (node_id, now, limit),
+            )
+        ]
 
     def confirm_deletions(self, node_id: str, shard_ids: Sequence[str]) -> None:
         if not shard_ids:
@@ -449,41 +511,32 @@ class MetadataStore:
 
     # Health --------------------------------------------------------------------------------
 
-    def stripe_health(self, live_nodes: set[str]) -> list[tuple[str, int, int, int, int]]:
-        """Per committed object: (version_id, size, k, n, min healthy shards over its stripes).
+    def health(self, live_nodes: set[str]) -> tuple[list[ObjectHealth], dict[int, int]]:
+        """Per committed object, the fewest healthy shards of any of its stripes (n for empty
+        objects), and committed stripes counted by their number of healthy shards.
 
-        Objects with no stripes (empty) report n. A shard is healthy when its state is ok and
-        its node is live.
+        A shard is healthy when its state is ok and its node is live.
         """
         self._db.execute("CREATE TEMP TABLE IF NOT EXISTS live_nodes (node_id TEXT PRIMARY KEY)")
         self._db.execute("DELETE FROM live_nodes")
         self._db.executemany("INSERT INTO live_nodes VALUES (?)", [(n,) for n in live_nodes])
-        rows = self._db.execute(
-            "SELECT v.version_id, v.size, v.k, v.n, MIN(COALESCE(h.healthy, v.n)) "
-            "FROM objects o JOIN versions v ON v.version_id = o.version_id "
-            "LEFT JOIN (SELECT s.version_id, s.stripe_index, "
-            "  SUM(CASE WHEN sh.state = 'ok' AND ln.node_id IS NOT NULL THEN 1 ELSE 0 END) AS healthy "
-            "  FROM stripes s LEFT JOIN shards sh "
-            "    ON sh.version_id = s.version_id AND sh.stripe_index = s.stripe_index "
-            "  LEFT JOIN live_nodes ln ON ln.node_id = sh.node_id "
-            "  GROUP BY s.version_id, s.stripe_index) h ON h.version_id = v.version_id "
-            "GROUP BY v.version_id"
+        objects = self._db.execute(
+            _STRIPE_HEALTH_CTE + "SELECT v.version_id, v.size, v.k, v.n, "
+            "MIN(COALESCE(h.healthy, v.n)) FROM objects o "
+            "JOIN versions v ON v.version_id = o.version_id "
+            "LEFT JOIN stripe_health h ON h.version_id = v.version_id GROUP BY v.version_id"
         ).fetchall()
-        return [tuple(r) for r in rows]
-
-    def stripe_histogram(self, live_nodes: set[str]) -> dict[int, int]:
-        """Committed stripes counted by their number of healthy shards."""
-        self.stripe_health(live_nodes)  # refreshes live_nodes
-        rows = self._db.execute(
-            "SELECT healthy, COUNT(*) FROM (SELECT s.version_id, s.stripe_index, "
-            "  SUM(CASE WHEN sh.state = 'ok' AND ln.node_id IS NOT NULL THEN 1 ELSE 0 END) AS healthy "
-            "  FROM objects o JOIN stripes s ON s.version_id = o.version_id "
-            "  LEFT JOIN shards sh ON sh.version_id = s.version_id AND sh.stripe_index = s.stripe_index "
-            "  LEFT JOIN live_nodes ln ON ln.node_id = sh.node_id "
-            "  GROUP BY s.version_id, s.stripe_index) GROUP BY healthy"
+        histogram = self._db.execute(
+            _STRIPE_HEALTH_CTE + "SELECT healthy, COUNT(*) FROM stripe_health GROUP BY healthy"
         ).fetchall()
-        return {int(h): int(c) for h, c in rows}
+        return [ObjectHealth(*row) for row in objects], {int(h): int(c) for h, c in histogram}
 
-    @staticmethod
-    def shard_ids_of(version_id: str, stripe: StripeRow) -> list[str]:
-        return [shard_id(version_id, stripe.index, s.shard_index) for s in stripe.shards]
+
+_STRIPE_HEALTH_CTE = (
+    "WITH stripe_health AS (SELECT s.version_id, s.stripe_index, "
+    "SUM(CASE WHEN sh.state = 'ok' AND ln.node_id IS NOT NULL THEN 1 ELSE 0 END) AS healthy "
+    "FROM objects o JOIN stripes s ON s.version_id = o.version_id "
+    "LEFT JOIN shards sh ON sh.version_id = s.version_id AND sh.stripe_index = s.stripe_index "
+    "LEFT JOIN live_nodes ln ON ln.node_id = sh.node_id "
+    "GROUP BY s.version_id, s.stripe_index) "
+)

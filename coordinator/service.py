@@ -48,8 +48,16 @@ MAX_LIST = 1000
 def version_info(v: VersionRow) -> common.ObjectInfo:
     """ObjectInfo message of a version row."""
     return common.ObjectInfo(
-        bucket=v.bucket, key=v.key, size=v.size, etag=v.etag, k=v.k, n=v.n, created=v.created,
-        version_id=v.version_id, stripe_bytes=v.stripe_bytes, stripe_count=v.stripe_count,
+        bucket=v.bucket,
+        key=v.key,
+        size=v.size,
+        etag=v.etag,
+        k=v.k,
+        n=v.n,
+        created=v.created,
+        version_id=v.version_id,
+        stripe_bytes=v.stripe_bytes,
+        stripe_count=v.stripe_count,
         write_quorum=v.write_quorum,
     )
 
@@ -62,8 +70,13 @@ def stripe_rows(stripes: Any) -> list[StripeRow]:
     """Convert WrittenStripe messages into rows."""
     return [
         StripeRow(
-            s.index, s.size, s.shard_length,
-            tuple(ShardRow(x.shard_index, x.node_id, x.length, bytes(x.checksum), "ok") for x in s.shards),
+            s.index,
+            s.size,
+            s.shard_length,
+            tuple(
+                ShardRow(x.shard_index, x.node_id, x.length, bytes(x.checksum), "ok")
+                for x in s.shards
+            ),
         )
         for s in stripes
     ]
@@ -72,7 +85,9 @@ def stripe_rows(stripes: Any) -> list[StripeRow]:
 class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     """The Coordinator gRPC service."""
 
-    def __init__(self, config: CoordinatorConfig, store: MetadataStore, membership: Membership) -> None:
+    def __init__(
+        self, config: CoordinatorConfig, store: MetadataStore, membership: Membership
+    ) -> None:
         self.config = config
         self.store = store
         self.membership = membership
@@ -87,8 +102,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     def node_info(self, record: NodeRecord) -> common.NodeInfo:
         return common.NodeInfo(
-            node_id=record.node_id, address=record.address, zone=record.zone, state=record.state,
-            capacity_bytes=record.capacity_bytes, used_bytes=record.used_bytes,
+            node_id=record.node_id,
+            address=record.address,
+            zone=record.zone,
+            state=record.state,
+            capacity_bytes=record.capacity_bytes,
+            used_bytes=record.used_bytes,
             shard_count=record.shard_count,
             last_heartbeat_age_s=self.membership.heartbeat_age(record),
             down_for_s=self.membership.down_for(record),
@@ -97,7 +116,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     # Membership ----------------------------------------------------------------------------
 
     @unary
-    async def RegisterNode(self, request: pb.RegisterNodeRequest, context: Context) -> pb.RegisterNodeResponse:  # noqa: N802
+    async def RegisterNode(
+        self, request: pb.RegisterNodeRequest, context: Context
+    ) -> pb.RegisterNodeResponse:
         if request.protocol_version != PROTOCOL_VERSION:
             raise InvalidArgument(
                 f"node {request.node_id} speaks protocol version {request.protocol_version}, "
@@ -111,20 +132,28 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             self.store.upsert_node,
             NodeRow(request.node_id, request.address, request.zone, request.capacity_bytes),
         )
-        self.membership.upsert(request.node_id, request.address, request.zone, request.capacity_bytes)
-        log.info("node registered", extra={"node_id": request.node_id, "address": request.address,
-                                           "zone": request.zone})
+        self.membership.upsert(
+            request.node_id, request.address, request.zone, request.capacity_bytes
+        )
+        log.info(
+            "node registered",
+            extra={"node_id": request.node_id, "address": request.address, "zone": request.zone},
+        )
         return pb.RegisterNodeResponse(node_id=request.node_id)
 
     @unary
-    async def Heartbeat(self, request: pb.HeartbeatRequest, context: Context) -> pb.HeartbeatResponse:  # noqa: N802
+    async def Heartbeat(
+        self, request: pb.HeartbeatRequest, context: Context
+    ) -> pb.HeartbeatResponse:
         known = self.membership.heartbeat(
             request.node_id, request.capacity_bytes, request.used_bytes, request.shard_count
         )
         if not known:
             return pb.HeartbeatResponse(reregister=True)
         if request.deleted_shard_ids:
-            await self.db(self.store.confirm_deletions, request.node_id, list(request.deleted_shard_ids))
+            await self.db(
+                self.store.confirm_deletions, request.node_id, list(request.deleted_shard_ids)
+            )
         due = await self.db(self.store.due_deletions, request.node_id, time.time())
         return pb.HeartbeatResponse(delete_shard_ids=due)
 
@@ -143,26 +172,35 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         if n > known:
             raise InsufficientNodes(
                 f"n={n} shards per stripe need {n} distinct nodes, the cluster knows {known}",
-                needed=n, available=known,
+                needed=n,
+                available=known,
             )
         return k, n, write_quorum
 
     @unary
-    async def CreateBucket(self, request: pb.CreateBucketRequest, context: Context) -> pb.CreateBucketResponse:  # noqa: N802
+    async def CreateBucket(
+        self, request: pb.CreateBucketRequest, context: Context
+    ) -> pb.CreateBucketResponse:
         check_bucket_name(request.name)
         k, n, quorum = self._redundancy(request.k, request.n, request.write_quorum)
         row = await self.db(self.store.create_bucket, request.name, k, n, quorum)
-        log.info("bucket created", extra={"bucket": row.name, "k": k, "n": n, "write_quorum": quorum})
+        log.info(
+            "bucket created", extra={"bucket": row.name, "k": k, "n": n, "write_quorum": quorum}
+        )
         return pb.CreateBucketResponse(bucket=bucket_message(row))
 
     @unary
-    async def DeleteBucket(self, request: pb.DeleteBucketRequest, context: Context) -> pb.DeleteBucketResponse:  # noqa: N802
+    async def DeleteBucket(
+        self, request: pb.DeleteBucketRequest, context: Context
+    ) -> pb.DeleteBucketResponse:
         check_bucket_name(request.name)
         await self.db(self.store.delete_bucket, request.name)
         return pb.DeleteBucketResponse()
 
     @unary
-    async def ListBuckets(self, request: pb.ListBucketsRequest, context: Context) -> pb.ListBucketsResponse:  # noqa: N802
+    async def ListBuckets(
+        self, request: pb.ListBucketsRequest, context: Context
+    ) -> pb.ListBucketsResponse:
         rows = await self.db(self.store.buckets)
         return pb.ListBucketsResponse(buckets=[bucket_message(b) for b in rows])
 
@@ -174,7 +212,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             raise InsufficientNodes(
                 f"need {version.write_quorum} live nodes for the write quorum of k={version.k}, "
                 f"n={version.n}; {len(candidates)} live",
-                needed=version.write_quorum, available=len(candidates),
+                needed=version.write_quorum,
+                available=len(candidates),
             )
         extra = min(version.n, max(len(candidates) - version.n, 0))
         chosen = place(f"{version.version_id}.{index}", candidates, version.n + extra)
@@ -182,7 +221,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         return pb.StripePlacement(index=index, nodes=nodes)
 
     @unary
-    async def BeginPut(self, request: pb.BeginPutRequest, context: Context) -> pb.BeginPutResponse:  # noqa: N802
+    async def BeginPut(self, request: pb.BeginPutRequest, context: Context) -> pb.BeginPutResponse:
         check_bucket_name(request.bucket)
         check_key(request.key)
         bucket = await self.db(self.store.bucket, request.bucket)
@@ -193,25 +232,43 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         else:
             k, n, quorum = self._redundancy(bucket.k, bucket.n, bucket.write_quorum)
         version = VersionRow(
-            new_version_id(), request.bucket, request.key, "pending", k, n, quorum,
-            self.config.stripe_bytes, 0, "", 0, time.time(),
+            new_version_id(),
+            request.bucket,
+            request.key,
+            "pending",
+            k,
+            n,
+            quorum,
+            self.config.stripe_bytes,
+            0,
+            "",
+            0,
+            time.time(),
         )
         first = self._placement(version, 0)
         await self.db(self.store.begin_upload, version)
         return pb.BeginPutResponse(
-            upload_id=version.version_id, k=k, n=n, write_quorum=quorum,
-            stripe_bytes=version.stripe_bytes, first_stripe=first,
+            upload_id=version.version_id,
+            k=k,
+            n=n,
+            write_quorum=quorum,
+            stripe_bytes=version.stripe_bytes,
+            first_stripe=first,
         )
 
     @unary
-    async def PlaceStripes(self, request: pb.PlaceStripesRequest, context: Context) -> pb.PlaceStripesResponse:  # noqa: N802
+    async def PlaceStripes(
+        self, request: pb.PlaceStripesRequest, context: Context
+    ) -> pb.PlaceStripesResponse:
         if not 1 <= request.count <= MAX_PLACE_BATCH:
             raise InvalidArgument(f"count must be 1..{MAX_PLACE_BATCH}")
         version = await self.db(self.store.version, request.upload_id)
         if version.state != "pending":
             raise InvalidArgument(f"upload {request.upload_id} is not in progress")
         return pb.PlaceStripesResponse(
-            stripes=[self._placement(version, request.first_stripe + i) for i in range(request.count)]
+            stripes=[
+                self._placement(version, request.first_stripe + i) for i in range(request.count)
+            ]
         )
 
     def _check_nodes(self, stripes: list[StripeRow]) -> None:
@@ -221,31 +278,49 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                     raise InvalidArgument(f"stripe {stripe.index}: unknown node {shard.node_id!r}")
 
     @unary
-    async def ReportStripes(self, request: pb.ReportStripesRequest, context: Context) -> pb.ReportStripesResponse:  # noqa: N802
+    async def ReportStripes(
+        self, request: pb.ReportStripesRequest, context: Context
+    ) -> pb.ReportStripesResponse:
         stripes = stripe_rows(request.stripes)
         self._check_nodes(stripes)
         await self.db(self.store.record_stripes, request.upload_id, stripes)
         return pb.ReportStripesResponse()
 
     @unary
-    async def CommitPut(self, request: pb.CommitPutRequest, context: Context) -> pb.CommitPutResponse:  # noqa: N802
+    async def CommitPut(
+        self, request: pb.CommitPutRequest, context: Context
+    ) -> pb.CommitPutResponse:
         stripes = stripe_rows(request.stripes)
         self._check_nodes(stripes)
         for stripe in stripes:
             lengths = {x.length for x in stripe.shards}
             if lengths != {stripe.shard_length}:
-                raise InvalidArgument(f"stripe {stripe.index}: shard lengths {sorted(lengths)} "
-                                      f"differ from {stripe.shard_length}")
+                raise InvalidArgument(
+                    f"stripe {stripe.index}: shard lengths {sorted(lengths)} "
+                    f"differ from {stripe.shard_length}"
+                )
         version, degraded = await self.db(
-            self.store.commit, request.upload_id, request.size, request.etag, request.stripe_count,
-            stripes, self.config.delete_grace,
+            self.store.commit,
+            request.upload_id,
+            request.size,
+            request.etag,
+            request.stripe_count,
+            stripes,
+            self.config.delete_grace,
         )
-        log.info("object committed", extra={"bucket": version.bucket, "key": version.key,
-                                            "size": version.size, "degraded_stripes": degraded})
+        log.info(
+            "object committed",
+            extra={
+                "bucket": version.bucket,
+                "key": version.key,
+                "size": version.size,
+                "degraded_stripes": degraded,
+            },
+        )
         return pb.CommitPutResponse(info=version_info(version), degraded_stripes=degraded)
 
     @unary
-    async def AbortPut(self, request: pb.AbortPutRequest, context: Context) -> pb.AbortPutResponse:  # noqa: N802
+    async def AbortPut(self, request: pb.AbortPutRequest, context: Context) -> pb.AbortPutResponse:
         await self.db(self.store.abort, request.upload_id)
         log.info("upload aborted", extra={"upload_id": request.upload_id, "reason": request.reason})
         return pb.AbortPutResponse()
@@ -255,19 +330,26 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     def _shard_location(self, shard: ShardRow) -> common.ShardLocation:
         record = self.membership.nodes.get(shard.node_id)
         return common.ShardLocation(
-            shard_index=shard.shard_index, node_id=shard.node_id,
-            address=record.address if record else "", length=shard.length, checksum=shard.checksum,
-            state=shard.state, node_state=record.state if record else "unknown",
+            shard_index=shard.shard_index,
+            node_id=shard.node_id,
+            address=record.address if record else "",
+            length=shard.length,
+            checksum=shard.checksum,
+            state=shard.state,
+            node_state=record.state if record else "unknown",
             node_down_for_s=self.membership.down_for(record) if record else 0.0,
         )
 
     @unary
-    async def Locate(self, request: pb.LocateRequest, context: Context) -> pb.LocateResponse:  # noqa: N802
+    async def Locate(self, request: pb.LocateRequest, context: Context) -> pb.LocateResponse:
         check_bucket_name(request.bucket)
         check_key(request.key)
         if request.version_id:
             version = await self.db(self.store.version, request.version_id)
-            if version.state != "committed" or (version.bucket, version.key) != (request.bucket, request.key):
+            if version.state != "committed" or (version.bucket, version.key) != (
+                request.bucket,
+                request.key,
+            ):
                 raise NotFound(
                     f"object {request.bucket}/{request.key}: the version being read was replaced "
                     "or deleted"
@@ -281,7 +363,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             info=version_info(version),
             stripes=[
                 common.StripeLocation(
-                    index=s.index, size=s.size, shard_length=s.shard_length,
+                    index=s.index,
+                    size=s.size,
+                    shard_length=s.shard_length,
                     shards=[self._shard_location(x) for x in s.shards],
                 )
                 for s in stripes
@@ -289,22 +373,30 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         )
 
     @unary
-    async def HeadObject(self, request: pb.HeadObjectRequest, context: Context) -> pb.HeadObjectResponse:  # noqa: N802
+    async def HeadObject(
+        self, request: pb.HeadObjectRequest, context: Context
+    ) -> pb.HeadObjectResponse:
         check_bucket_name(request.bucket)
         check_key(request.key)
         version = await self.db(self.store.current, request.bucket, request.key)
         return pb.HeadObjectResponse(info=version_info(version))
 
     @unary
-    async def DeleteObject(self, request: pb.DeleteObjectRequest, context: Context) -> pb.DeleteObjectResponse:  # noqa: N802
+    async def DeleteObject(
+        self, request: pb.DeleteObjectRequest, context: Context
+    ) -> pb.DeleteObjectResponse:
         check_bucket_name(request.bucket)
         check_key(request.key)
-        await self.db(self.store.delete_object, request.bucket, request.key, self.config.delete_grace)
+        await self.db(
+            self.store.delete_object, request.bucket, request.key, self.config.delete_grace
+        )
         log.info("object deleted", extra={"bucket": request.bucket, "key": request.key})
         return pb.DeleteObjectResponse()
 
     @unary
-    async def ListObjects(self, request: pb.ListObjectsRequest, context: Context) -> pb.ListObjectsResponse:  # noqa: N802
+    async def ListObjects(
+        self, request: pb.ListObjectsRequest, context: Context
+    ) -> pb.ListObjectsResponse:
         check_bucket_name(request.bucket)
         limit = min(request.limit or MAX_LIST, MAX_LIST)
         rows = await self.db(
@@ -315,35 +407,50 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         )
 
     @unary
-    async def ReportCorruptShards(  # noqa: N802
+    async def ReportCorruptShards(
         self, request: pb.ReportCorruptShardsRequest, context: Context
     ) -> pb.ReportCorruptShardsResponse:
         for shard in request.shards:
             marked = await self.db(
-                self.store.mark_corrupt, shard.version_id, shard.stripe_index, shard.shard_index,
+                self.store.mark_corrupt,
+                shard.version_id,
+                shard.stripe_index,
+                shard.shard_index,
                 shard.node_id,
             )
             log.warning(
                 "corrupt shard reported",
-                extra={"version_id": shard.version_id, "stripe": shard.stripe_index,
-                       "shard": shard.shard_index, "node_id": shard.node_id,
-                       "reason": shard.reason, "recorded": marked},
+                extra={
+                    "version_id": shard.version_id,
+                    "stripe": shard.stripe_index,
+                    "shard": shard.shard_index,
+                    "node_id": shard.node_id,
+                    "reason": shard.reason,
+                    "recorded": marked,
+                },
             )
         return pb.ReportCorruptShardsResponse()
 
     # Operations ----------------------------------------------------------------------------
 
     @unary
-    async def ClusterStatus(self, request: pb.ClusterStatusRequest, context: Context) -> pb.ClusterStatusResponse:  # noqa: N802
+    async def ClusterStatus(
+        self, request: pb.ClusterStatusRequest, context: Context
+    ) -> pb.ClusterStatusResponse:
         live = self.membership.up_ids()
-        health = await self.db(self.store.stripe_health, live)
-        histogram = await self.db(self.store.stripe_histogram, live)
+        health, histogram = await self.db(self.store.health, live)
         buckets = await self.db(self.store.buckets)
         pending = await self.db(self.store.pending_deletions)
         return build_status(
-            self.config, [self.node_info(r) for r in sorted(
-                self.membership.nodes.values(), key=lambda r: r.node_id)],
-            health, histogram, len(buckets), pending,
+            self.config,
+            [
+                self.node_info(r)
+                for r in sorted(self.membership.nodes.values(), key=lambda r: r.node_id)
+            ],
+            health,
+            histogram,
+            len(buckets),
+            pending,
         )
 
     async def expire_uploads_once(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from shoal.coordinator.config import CoordinatorConfig
+from shoal.coordinator.metadata import ObjectHealth
 from shoal.rpc.v1 import common_pb2 as common
 from shoal.rpc.v1 import coordinator_pb2 as pb
 
@@ -21,7 +22,7 @@ def classify(healthy: int, k: int, n: int) -> str:
 def build_status(
     config: CoordinatorConfig,
     nodes: Sequence[common.NodeInfo],
-    health: Sequence[tuple[str, int, int, int, int]],
+    health: Sequence[ObjectHealth],
     histogram: dict[int, int],
     bucket_count: int,
     pending_deletions: int,
@@ -29,10 +30,10 @@ def build_status(
     """Assemble ClusterStatusResponse from membership and metadata queries."""
     counts = {"healthy": 0, "degraded": 0, "unavailable": 0}
     sizes = dict.fromkeys(counts, 0)
-    for _version, size, k, n, min_healthy in health:
-        label = classify(min_healthy, k, n)
+    for item in health:
+        label = classify(item.min_healthy_shards, item.k, item.n)
         counts[label] += 1
-        sizes[label] += size
+        sizes[label] += item.size
     raw = sum(node.capacity_bytes for node in nodes)
     used = sum(node.used_bytes for node in nodes)
     usable = (raw - used) * config.default_k // config.default_n

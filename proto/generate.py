@@ -41,7 +41,7 @@ def generate(out_dir: Path) -> None:
 def prune_empty_grpc(directory: Path) -> None:
     """Drop *_pb2_grpc.py(i) files of message-only protos: they define nothing."""
     for path in directory.glob("*_pb2_grpc.py"):
-        proto = (PROTO_ROOT / "shoal/rpc/v1" / path.name.replace("_pb2_grpc.py", ".proto"))
+        proto = PROTO_ROOT / "shoal/rpc/v1" / path.name.replace("_pb2_grpc.py", ".proto")
         if "service " not in proto.read_text():
             path.unlink()
             stub = path.with_suffix(".pyi")

@@ -16,13 +16,23 @@ class NodeConfig:
     listen: str = setting("127.0.0.1:7100", "HOST:PORT to serve on (port 0 picks a free port)")
     data_dir: str = setting("", "directory for shards and the node id (required)")
     coordinator: str = setting("127.0.0.1:7000", "coordinator address HOST:PORT")
-    advertise: str = setting("", "address peers use to reach this node (default: the listen address)")
+    advertise: str = setting(
+        "", "address peers use to reach this node (default: the listen address)"
+    )
     node_id: str = setting("", "node id to use on first start (default: generated, then persisted)")
-    zone: str = setting("", "failure zone label (rack, room); shards of a stripe spread across zones")
-    capacity: int = setting(0, "bytes this node may store (0: the size of the data filesystem)", unit="bytes")
-    heartbeat_interval: float = setting(1.0, "seconds between heartbeats to the coordinator", unit="seconds")
+    zone: str = setting(
+        "", "failure zone label (rack, room); shards of a stripe spread across zones"
+    )
+    capacity: int = setting(
+        0, "bytes this node may store (0: the size of the data filesystem)", unit="bytes"
+    )
+    heartbeat_interval: float = setting(
+        1.0, "seconds between heartbeats to the coordinator", unit="seconds"
+    )
     rpc_timeout: float = setting(10.0, "timeout of calls to the coordinator", unit="seconds")
-    shutdown_grace: float = setting(5.0, "seconds in-flight RPCs get to finish on SIGTERM", unit="seconds")
+    shutdown_grace: float = setting(
+        5.0, "seconds in-flight RPCs get to finish on SIGTERM", unit="seconds"
+    )
     ready_file: str = setting("", "write {pid, address, node_id} as JSON here once serving")
     log_level: str = setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     log_format: str = setting("text", "log line format", choices=("text", "json"))
@@ -34,7 +44,9 @@ class NodeConfig:
         if ":" not in self.listen:
             raise ConfigError(f"invalid value for 'listen': {self.listen!r} is not HOST:PORT")
         if self.node_id and not is_valid_node_id(self.node_id):
-            raise ConfigError(f"invalid value for 'node_id': {self.node_id!r} (letters, digits, . _ -)")
+            raise ConfigError(
+                f"invalid value for 'node_id': {self.node_id!r} (letters, digits, . _ -)"
+            )
         if self.capacity < 0:
             raise ConfigError("invalid value for 'capacity': must be >= 0")
         if self.heartbeat_interval <= 0:

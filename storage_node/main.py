@@ -32,7 +32,8 @@ def resolve_node_id(data_dir: Path, requested: str) -> str:
         existing = id_file.read_text().strip()
         if requested and requested != existing:
             raise ConfigError(
-                f"invalid value for 'node_id': {data_dir} belongs to node {existing!r}, not {requested!r}"
+                f"invalid value for 'node_id': {data_dir} belongs to node {existing!r}, "
+                f"not {requested!r}"
             )
         return existing
     node_id = requested or new_node_id()
@@ -45,7 +46,7 @@ def resolve_node_id(data_dir: Path, requested: str) -> str:
 async def serve(config: NodeConfig, shutdown: asyncio.Event) -> None:
     """Run the node until `shutdown` is set, then stop gracefully."""
     data_dir = Path(config.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     node_id = resolve_node_id(data_dir, config.node_id)
     store = await asyncio.to_thread(ShardStore, data_dir, config.capacity)
     server = grpc.aio.server(options=SERVER_OPTIONS)
@@ -78,7 +79,10 @@ async def serve(config: NodeConfig, shutdown: asyncio.Event) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `shoal-node`."""
     config, _args = load_config(
-        NodeConfig, argv, prog="shoal-node", description="Shoal storage node: stores shards durably."
+        NodeConfig,
+        argv,
+        prog="shoal-node",
+        description="Shoal storage node: stores shards durably.",
     )
     shoal_logging.configure(config.log_level, config.log_format)
     try:

@@ -50,7 +50,9 @@ class Membership:
                     ),
                     timeout=self.config.rpc_timeout,
                 )
-                log.info("registered with coordinator", extra={"coordinator": self.config.coordinator})
+                log.info(
+                    "registered with coordinator", extra={"coordinator": self.config.coordinator}
+                )
                 self.registered.set()
                 return True
             except grpc.aio.AioRpcError as exc:

@@ -40,7 +40,7 @@ class StorageNodeServicer(pb_grpc.StorageNodeServicer):
         self.bytes_out = 0
 
     @unary
-    async def PutShard(  # noqa: N802 - gRPC method name
+    async def PutShard(
         self, request_iterator: AsyncIterator[pb.PutShardRequest], context: Context
     ) -> pb.PutShardResponse:
         first = await anext(aiter(request_iterator), None)
@@ -79,13 +79,15 @@ class StorageNodeServicer(pb_grpc.StorageNodeServicer):
         return pb.PutShardResponse(length=meta.length)
 
     @streaming
-    async def GetShard(  # noqa: N802
+    async def GetShard(
         self, request: pb.GetShardRequest, context: Context
     ) -> AsyncIterator[pb.GetShardResponse]:
         try:
             meta, data = await asyncio.to_thread(self.store.read, request.shard_id)
         except ShardCorrupt as exc:
-            log.warning("corrupt shard quarantined", extra={"shard": request.shard_id, "why": str(exc)})
+            log.warning(
+                "corrupt shard quarantined", extra={"shard": request.shard_id, "why": str(exc)}
+            )
             raise CorruptData(str(exc)) from None
         view = memoryview(data)
         header = pb.ShardHeader(shard_id=meta.shard_id, length=meta.length, checksum=meta.checksum)
@@ -96,14 +98,14 @@ class StorageNodeServicer(pb_grpc.StorageNodeServicer):
         self.bytes_out += meta.length
 
     @unary
-    async def DeleteShards(  # noqa: N802
+    async def DeleteShards(
         self, request: pb.DeleteShardsRequest, context: Context
     ) -> pb.DeleteShardsResponse:
         done = await asyncio.to_thread(self.store.delete, list(request.shard_ids))
         return pb.DeleteShardsResponse(deleted=len(done))
 
     @streaming
-    async def ListShards(  # noqa: N802
+    async def ListShards(
         self, request: pb.ListShardsRequest, context: Context
     ) -> AsyncIterator[pb.ListShardsResponse]:
         inventory = await asyncio.to_thread(lambda: list(self.store.inventory()))

@@ -81,7 +81,8 @@ class ShardWriter:
         self._received += len(data)
         if self._received > self.meta.length:
             raise InvalidArgument(
-                f"shard {self.meta.shard_id}: received more than the declared {self.meta.length} bytes"
+                f"shard {self.meta.shard_id}: received more than the declared "
+                f"{self.meta.length} bytes"
             )
         self._hasher.update(data)
         self._file.write(data)
@@ -95,7 +96,9 @@ class ShardWriter:
                     f"declared {self.meta.length}"
                 )
             if self._hasher.digest() != self.meta.checksum:
-                raise InvalidArgument(f"shard {self.meta.shard_id}: checksum of received bytes differs")
+                raise InvalidArgument(
+                    f"shard {self.meta.shard_id}: checksum of received bytes differs"
+                )
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()

@@ -18,13 +18,17 @@ from tests.harness.cluster import TEST_SETTINGS, start_cluster, unique
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", help="run long chaos/fault tests")
-    parser.addoption("--keep-tmp", action="store_true", help="keep cluster directories for inspection")
+    parser.addoption(
+        "--keep-tmp", action="store_true", help="keep cluster directories for inspection"
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--runslow") or os.environ.get("SHOAL_RUN_SLOW") == "1":
         return
-    skip = pytest.mark.skip(reason="slow: run with --runslow or SHOAL_RUN_SLOW=1 (CI runs the bounded variant)")
+    skip = pytest.mark.skip(
+        reason="slow: run with --runslow or SHOAL_RUN_SLOW=1 (CI runs the bounded variant)"
+    )
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
@@ -66,8 +70,9 @@ def make_cluster(cluster_root: Path) -> Iterator[Callable[..., LocalCluster]]:
     """Factory for a private cluster (for tests that kill nodes); stopped at teardown."""
     started: list[LocalCluster] = []
 
-    def make(nodes: int = 6, settings: ClusterSettings = TEST_SETTINGS,
-             zones: list[str] | None = None) -> LocalCluster:
+    def make(
+        nodes: int = 6, settings: ClusterSettings = TEST_SETTINGS, zones: list[str] | None = None
+    ) -> LocalCluster:
         local = start_cluster(cluster_root / unique("c"), nodes, settings, zones)
         started.append(local)
         return local

@@ -1,1 +1,1 @@
-"""Shoal."""
+"""`clusterctl`: the operator command line."""

@@ -137,21 +137,37 @@ class LocalCluster:
 
     # Processes -----------------------------------------------------------------------------
 
-    def _spawn(self, daemon: DaemonState, module: str, listen: str, extra: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, daemon: DaemonState, module: str, listen: str, extra: list[str]
+    ) -> subprocess.Popen[bytes]:
         data_dir = Path(daemon.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         ready = data_dir / "ready.json"
         with contextlib.suppress(FileNotFoundError):
             ready.unlink()
         command = [
-            sys.executable, "-m", module, "--listen", listen, "--data-dir", str(data_dir),
-            "--ready-file", str(ready), *extra, *daemon.args,
+            sys.executable,
+            "-m",
+            module,
+            "--listen",
+            listen,
+            "--data-dir",
+            str(data_dir),
+            "--ready-file",
+            str(ready),
+            *extra,
+            *daemon.args,
         ]
         log = (data_dir / "daemon.log").open("ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-            start_new_session=True, close_fds=True,
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
         )
         log.close()
         self._children[process.pid] = process
@@ -167,8 +183,8 @@ class LocalCluster:
                 return
             if process.poll() is not None:
                 raise ClusterError(
-                    f"{daemon.name} exited with status {process.returncode} during start; last log lines:\n"
-                    + log_tail(Path(daemon.data_dir) / "daemon.log")
+                    f"{daemon.name} exited with status {process.returncode} during start; "
+                    "last log lines:\n" + log_tail(Path(daemon.data_dir) / "daemon.log")
                 )
             time.sleep(0.02)
         raise ClusterError(
@@ -179,22 +195,34 @@ class LocalCluster:
     def _coordinator_flags(self) -> list[str]:
         s = self.settings
         return [
-            "--heartbeat-timeout", str(s.heartbeat_timeout_s), "--default-k", str(s.k),
-            "--default-n", str(s.n), "--stripe-bytes", str(s.stripe_bytes),
-            "--delete-grace", str(s.delete_grace_s),
+            "--heartbeat-timeout",
+            str(s.heartbeat_timeout_s),
+            "--default-k",
+            str(s.k),
+            "--default-n",
+            str(s.n),
+            "--stripe-bytes",
+            str(s.stripe_bytes),
+            "--delete-grace",
+            str(s.delete_grace_s),
         ]
 
     def _node_flags(self, daemon: DaemonState) -> list[str]:
         flags = [
-            "--coordinator", self.address, "--node-id", daemon.name,
-            "--heartbeat-interval", str(self.settings.heartbeat_interval_s),
+            "--coordinator",
+            self.address,
+            "--node-id",
+            daemon.name,
+            "--heartbeat-interval",
+            str(self.settings.heartbeat_interval_s),
         ]
         if daemon.zone:
             flags += ["--zone", daemon.zone]
         return flags
 
-    def up(self, nodes: int, *, settings: ClusterSettings | None = None,
-           zones: list[str] | None = None) -> None:
+    def up(
+        self, nodes: int, *, settings: ClusterSettings | None = None, zones: list[str] | None = None
+    ) -> None:
         """Start a coordinator and `nodes` storage nodes; ClusterError if one is running."""
         if not 1 <= nodes <= 64:
             raise InvalidArgument(f"--nodes must be between 1 and 64, got {nodes}")
@@ -206,7 +234,9 @@ class LocalCluster:
         if settings is not None:
             self.settings = settings
         self.coordinator = DaemonState("coordinator", "coordinator", str(self.root / "coordinator"))
-        process = self._spawn(self.coordinator, "shoal.coordinator", "127.0.0.1:0", self._coordinator_flags())
+        process = self._spawn(
+            self.coordinator, "shoal.coordinator", "127.0.0.1:0", self._coordinator_flags()
+        )
         try:
             self._wait_ready(self.coordinator, process)
             self.save()
@@ -214,7 +244,9 @@ class LocalCluster:
             for i in range(1, nodes + 1):
                 zone = zones[(i - 1) % len(zones)] if zones else ""
                 name = f"node-{i}"
-                self.nodes[name] = DaemonState(name, "node", str(self.root / "nodes" / name), zone=zone)
+                self.nodes[name] = DaemonState(
+                    name, "node", str(self.root / "nodes" / name), zone=zone
+                )
             self._start_nodes(list(self.nodes.values()), fresh=True)
         except BaseException:
             self.down()
@@ -225,7 +257,12 @@ class LocalCluster:
         started = []
         for daemon in daemons:
             listen = "127.0.0.1:0" if fresh or not daemon.address else daemon.address
-            started.append((daemon, self._spawn(daemon, "shoal.storage_node", listen, self._node_flags(daemon))))
+            started.append(
+                (
+                    daemon,
+                    self._spawn(daemon, "shoal.storage_node", listen, self._node_flags(daemon)),
+                )
+            )
         for daemon, process in started:
             self._wait_ready(daemon, process)
         self.save()
@@ -284,7 +321,10 @@ class LocalCluster:
         if self.running(self.coordinator):
             raise ClusterError("the coordinator is already running")
         process = self._spawn(
-            self.coordinator, "shoal.coordinator", self.coordinator.address, self._coordinator_flags()
+            self.coordinator,
+            "shoal.coordinator",
+            self.coordinator.address,
+            self._coordinator_flags(),
         )
         self._wait_ready(self.coordinator, process)
         self.save()

@@ -14,7 +14,9 @@ from tests.harness.cluster import TEST_SETTINGS, wait_for
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["graceful", "kill-9"])
-def test_objects_survive_coordinator_restart(make_cluster: Callable[..., LocalCluster], sig: int) -> None:
+def test_objects_survive_coordinator_restart(
+    make_cluster: Callable[..., LocalCluster], sig: int
+) -> None:
     cluster = make_cluster(6)
     objects = {f"k{i}": os.urandom(i * TEST_SETTINGS.stripe_bytes // 3 + i) for i in range(6)}
     with Client(cluster.address) as client:
@@ -29,7 +31,9 @@ def test_objects_survive_coordinator_restart(make_cluster: Callable[..., LocalCl
 
         def all_up() -> bool:
             status = client.status()
-            return [n["state"] for n in status["nodes"]] == ["up"] * 6 and status["health"] == "HEALTHY"
+            return [n["state"] for n in status["nodes"]] == ["up"] * 6 and status[
+                "health"
+            ] == "HEALTHY"
 
         wait_for(all_up, what="nodes to heartbeat the restarted coordinator")
         client.put("persist", "after", b"new")

@@ -33,13 +33,20 @@ def test_flipped_byte_is_detected_repaired_around_and_reported(
 
         def reported() -> bool:
             status = client.status()
-            return status["objects"]["degraded"] == 1 and status["stripes_by_healthy_shards"].get("5") == 1
+            return (
+                status["objects"]["degraded"] == 1
+                and status["stripes_by_healthy_shards"].get("5") == 1
+            )
 
         wait_for(reported, what="the corrupt shard to show as a degraded object")
-        assert client.get("corrupt", "obj", offset=STRIPE, length=STRIPE) == data[STRIPE : 2 * STRIPE]
+        assert (
+            client.get("corrupt", "obj", offset=STRIPE, length=STRIPE) == data[STRIPE : 2 * STRIPE]
+        )
 
 
-def test_too_many_corrupt_shards_raise_corrupt_data(make_cluster: Callable[..., LocalCluster]) -> None:
+def test_too_many_corrupt_shards_raise_corrupt_data(
+    make_cluster: Callable[..., LocalCluster],
+) -> None:
     cluster = make_cluster(6)
     data = os.urandom(STRIPE)
     with Client(cluster.address) as client:
@@ -48,11 +55,15 @@ def test_too_many_corrupt_shards_raise_corrupt_data(make_cluster: Callable[..., 
         files = shard_files(cluster, client, "corrupt", "obj", stripe=0)
         for index in (0, 2, 5):
             flip_byte(files[index][1], offset_from_end=10)
-        with pytest.raises(CorruptData, match=r"stripe 0: have 3/6 shards, need 4.*checksum mismatch"):
+        with pytest.raises(
+            CorruptData, match=r"stripe 0: have 3/6 shards, need 4.*checksum mismatch"
+        ):
             client.get("corrupt", "obj")
 
 
-def test_truncated_and_deleted_shards_are_survived(make_cluster: Callable[..., LocalCluster]) -> None:
+def test_truncated_and_deleted_shards_are_survived(
+    make_cluster: Callable[..., LocalCluster],
+) -> None:
     cluster = make_cluster(6)
     data = os.urandom(STRIPE + 1)
     with Client(cluster.address) as client:

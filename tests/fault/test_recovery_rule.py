@@ -43,7 +43,9 @@ def test_any_two_nodes_down_reads_every_byte_three_down_fails_cleanly(
         for key, data in objects.items():
             info = client.put("rule", key, data)
             assert (info.k, info.n) == (4, 6)
-        assert client.status()["objects"]["degraded"] == 0, "every stripe must start with all 6 shards"
+        assert client.status()["objects"]["degraded"] == 0, (
+            "every stripe must start with all 6 shards"
+        )
 
         names = sorted(cluster.nodes)
         stopped: set[str] = set()

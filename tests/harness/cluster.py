@@ -13,7 +13,11 @@ from shoal.common.names import shard_id
 
 # Small stripes make multi-stripe objects cheap; fast heartbeats make failure detection quick.
 TEST_SETTINGS = ClusterSettings(
-    k=4, n=6, heartbeat_timeout_s=2.0, heartbeat_interval_s=0.2, stripe_bytes=1024 * 1024,
+    k=4,
+    n=6,
+    heartbeat_timeout_s=2.0,
+    heartbeat_interval_s=0.2,
+    stripe_bytes=1024 * 1024,
     delete_grace_s=0.5,
 )
 
@@ -23,7 +27,9 @@ def unique(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 15.0, what: str = "condition") -> None:
+def wait_for(
+    predicate: Callable[[], bool], timeout_s: float = 15.0, what: str = "condition"
+) -> None:
     """Poll `predicate` until it is true or fail after `timeout_s` (monotonic deadline)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -33,15 +39,20 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float = 15.0, what: str =
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-def start_cluster(root: Path, nodes: int = 6, settings: ClusterSettings = TEST_SETTINGS,
-                  zones: list[str] | None = None) -> LocalCluster:
+def start_cluster(
+    root: Path,
+    nodes: int = 6,
+    settings: ClusterSettings = TEST_SETTINGS,
+    zones: list[str] | None = None,
+) -> LocalCluster:
     cluster = LocalCluster(root)
     cluster.up(nodes, settings=settings, zones=zones)
     return cluster
 
 
-def shard_files(cluster: LocalCluster, client: Client, bucket: str, key: str,
-                stripe: int) -> dict[int, tuple[str, Path]]:
+def shard_files(
+    cluster: LocalCluster, client: Client, bucket: str, key: str, stripe: int
+) -> dict[int, tuple[str, Path]]:
     """For one stripe of an object: shard index -> (node name, shard file path)."""
     info = client.head(bucket, key)
     found: dict[int, tuple[str, Path]] = {}

@@ -28,7 +28,9 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_256mib_put_and_get_keep_client_memory_bounded(client: Client, bucket: str, tmp_path: Path) -> None:
+def test_256mib_put_and_get_keep_client_memory_bounded(
+    client: Client, bucket: str, tmp_path: Path
+) -> None:
     src = tmp_path / "big.bin"
     chunk = bytes(range(256)) * 4096  # 1 MiB pattern, varied per MiB below
     with src.open("wb") as handle:
@@ -37,7 +39,10 @@ def test_256mib_put_and_get_keep_client_memory_bounded(client: Client, bucket: s
     dst = tmp_path / "back.bin"
     result = subprocess.run(
         [sys.executable, "-c", CHILD, client.address, bucket, str(src), str(dst)],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])

@@ -20,7 +20,8 @@ STRIPE = TEST_SETTINGS.stripe_bytes
 
 
 @pytest.mark.parametrize(
-    "size", [0, 1, 4096, STRIPE - 1, STRIPE, STRIPE + 1, 3 * STRIPE + 12345],
+    "size",
+    [0, 1, 4096, STRIPE - 1, STRIPE, STRIPE + 1, 3 * STRIPE + 12345],
     ids=["0B", "1B", "4KiB", "stripe-1", "stripe", "stripe+1", "3.x-stripes"],
 )
 def test_round_trip_sizes(client: Client, bucket: str, size: int) -> None:
@@ -49,7 +50,14 @@ def test_put_sources(client: Client, bucket: str, tmp_path: Path) -> None:
 
     client.put(bucket, "from-iterable", pieces())
     client.put(bucket, "from-bytearray", bytearray(data))
-    for key in ("from-path", "from-pathlike", "from-file", "from-bytesio", "from-iterable", "from-bytearray"):
+    for key in (
+        "from-path",
+        "from-pathlike",
+        "from-file",
+        "from-bytesio",
+        "from-iterable",
+        "from-bytearray",
+    ):
         assert client.get(bucket, key) == data, key
 
 
@@ -57,12 +65,23 @@ def test_ranged_reads(client: Client, bucket: str) -> None:
     data = os.urandom(3 * STRIPE + 5000)
     client.put(bucket, "r", data)
     cases = [
-        (0, 10), (STRIPE - 5, 10), (STRIPE, STRIPE), (2 * STRIPE + 1, 3000), (len(data) - 1, 1),
-        (len(data) - 100, 1000), (0, None), (STRIPE + 3, None), (len(data), None), (7, 0),
+        (0, 10),
+        (STRIPE - 5, 10),
+        (STRIPE, STRIPE),
+        (2 * STRIPE + 1, 3000),
+        (len(data) - 1, 1),
+        (len(data) - 100, 1000),
+        (0, None),
+        (STRIPE + 3, None),
+        (len(data), None),
+        (7, 0),
     ]
     for offset, length in cases:
         end = len(data) if length is None else offset + length
-        assert client.get(bucket, "r", offset=offset, length=length) == data[offset:end], (offset, length)
+        assert client.get(bucket, "r", offset=offset, length=length) == data[offset:end], (
+            offset,
+            length,
+        )
     with pytest.raises(InvalidArgument, match="beyond"):
         client.get(bucket, "r", offset=len(data) + 1)
     with pytest.raises(InvalidArgument, match="offset"):
@@ -80,7 +99,8 @@ def test_open_download_stream(client: Client, bucket: str, tmp_path: Path) -> No
     assert head + rest == data
     target = tmp_path / "out.bin"
     info = client.download(bucket, "s", target)
-    assert target.read_bytes() == data and info.size == len(data)
+    assert target.read_bytes() == data
+    assert info.size == len(data)
     assert [p for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert b"".join(client.stream(bucket, "s", offset=10, length=STRIPE)) == data[10 : 10 + STRIPE]
 
@@ -114,7 +134,9 @@ def test_overwrite_is_atomic_for_readers(client: Client, bucket: str) -> None:
     assert not errors or all("replaced" in str(e) for e in errors)
 
 
-def test_delete_hides_at_once_and_removes_shards(client: Client, cluster: LocalCluster, bucket: str) -> None:
+def test_delete_hides_at_once_and_removes_shards(
+    client: Client, cluster: LocalCluster, bucket: str
+) -> None:
     info = client.put(bucket, "d", os.urandom(STRIPE + 1))
     client.delete(bucket, "d")
     with pytest.raises(NotFound):
@@ -124,9 +146,15 @@ def test_delete_hides_at_once_and_removes_shards(client: Client, cluster: LocalC
     assert [o.key for o in client.list(bucket)] == []
     files = [
         cluster.shard_path(node, shard_id(info.version_id, stripe, index))
-        for node in cluster.nodes for stripe in range(2) for index in range(6)
+        for node in cluster.nodes
+        for stripe in range(2)
+        for index in range(6)
     ]
-    wait_for(lambda: not any(p.exists() for p in files), timeout_s=20, what="shards of a deleted object removed")
+    wait_for(
+        lambda: not any(p.exists() for p in files),
+        timeout_s=20,
+        what="shards of a deleted object removed",
+    )
     with pytest.raises(NotFound):
         client.delete(bucket, "d")
 
@@ -134,18 +162,32 @@ def test_delete_hides_at_once_and_removes_shards(client: Client, cluster: LocalC
 def test_overwrite_removes_old_shards(client: Client, cluster: LocalCluster, bucket: str) -> None:
     old = client.put(bucket, "w", os.urandom(100))
     client.put(bucket, "w", os.urandom(200))
-    files = [cluster.shard_path(node, shard_id(old.version_id, 0, i)) for node in cluster.nodes for i in range(6)]
-    wait_for(lambda: not any(p.exists() for p in files), timeout_s=20, what="old version's shards removed")
+    files = [
+        cluster.shard_path(node, shard_id(old.version_id, 0, i))
+        for node in cluster.nodes
+        for i in range(6)
+    ]
+    wait_for(
+        lambda: not any(p.exists() for p in files),
+        timeout_s=20,
+        what="old version's shards removed",
+    )
 
 
-def test_list_prefix_and_pages(client: Client, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_list_prefix_and_pages(
+    client: Client, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     keys = [f"logs/2026/{i:03d}" for i in range(7)] + ["logs/other", "data/x", "logt"]
     for key in keys:
         client.put(bucket, key, key.encode())
     monkeypatch.setattr(async_client_module, "LIST_PAGE", 3)  # force several pages
     assert [o.key for o in client.list(bucket)] == sorted(keys)
-    assert [o.key for o in client.list(bucket, "logs/")] == sorted(k for k in keys if k.startswith("logs/"))
-    assert [o.key for o in client.list(bucket, "logs/2026/00")] == [f"logs/2026/00{i}" for i in range(7)]
+    assert [o.key for o in client.list(bucket, "logs/")] == sorted(
+        k for k in keys if k.startswith("logs/")
+    )
+    assert [o.key for o in client.list(bucket, "logs/2026/00")] == [
+        f"logs/2026/00{i}" for i in range(7)
+    ]
     assert list(client.list(bucket, "nothing")) == []
 
 

@@ -21,8 +21,14 @@ from tests.harness.cluster import unique
 
 @pytest.mark.parametrize(
     ("name", "match"),
-    [("A", "bucket name"), ("ab", "bucket name"), ("Bad_Name", "bucket name"), ("-abc", "bucket name"),
-     ("a" * 64, "bucket name"), ("a..b", "bucket name")],
+    [
+        ("A", "bucket name"),
+        ("ab", "bucket name"),
+        ("Bad_Name", "bucket name"),
+        ("-abc", "bucket name"),
+        ("a" * 64, "bucket name"),
+        ("a..b", "bucket name"),
+    ],
 )
 def test_invalid_bucket_names(client: Client, name: str, match: str) -> None:
     with pytest.raises(InvalidArgument, match=match):
@@ -55,7 +61,7 @@ def test_redundancy_out_of_range(client: Client, bucket: str, k: int, n: int) ->
 
 
 def test_n_above_node_count(client: Client, bucket: str) -> None:
-    with pytest.raises(InsufficientNodes, match="n=7 .* the cluster knows 6"):
+    with pytest.raises(InsufficientNodes, match=r"n=7 .* the cluster knows 6"):
         client.create_bucket(unique("big"), 4, 7)
     with pytest.raises(InsufficientNodes, match="the cluster knows 6"):
         client.put(bucket, "x", b"x", k=4, n=7)
@@ -95,9 +101,11 @@ def test_already_exists_and_not_empty(client: Client, bucket: str) -> None:
 
 
 def test_connection_failed() -> None:
-    with Client("127.0.0.1:1", rpc_timeout_s=5) as unreachable:
-        with pytest.raises(ConnectionFailed, match="cannot reach the coordinator at 127.0.0.1:1"):
-            unreachable.list_buckets()
+    with (
+        Client("127.0.0.1:1", rpc_timeout_s=5) as unreachable,
+        pytest.raises(ConnectionFailed, match=r"cannot reach the coordinator at 127\.0\.0\.1:1"),
+    ):
+        unreachable.list_buckets()
     with pytest.raises(InvalidArgument, match="HOST:PORT"):
         Client("no-port")
 
