@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -56,11 +57,13 @@ def _convert(field: dataclasses.Field[Any], kind: Any, raw: Any) -> Any:
         if text in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"not a boolean: {raw!r} (use true or false)")
+    if isinstance(raw, bool):
+        raise ValueError(f"not a number: {raw!r}")
     if kind is int:
-        if isinstance(raw, bool):
-            raise ValueError(f"not a number: {raw!r}")
+        if isinstance(raw, float) and not raw.is_integer():
+            raise ValueError(f"not a whole number: {raw!r}")
         if unit == "bytes":
-            return parse_size(raw)
+            return parse_size(int(raw) if isinstance(raw, float) else raw)
         return int(raw)
     if kind is float:
         if unit == "seconds":
@@ -118,8 +121,10 @@ def resolve(
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     values: dict[str, Any] = {name: f.default for name, f in fields.items()}
+    sources: dict[str, str] = {}
 
     def apply(name: str, raw: Any, source: str) -> None:
+        sources[name] = source
         try:
             values[name] = _convert(fields[name], hints[name], raw)
         except (ValueError, TypeError) as exc:
@@ -140,7 +145,14 @@ def resolve(
     instance = cls(**values)
     validate = getattr(instance, "validate", None)
     if validate is not None:
-        validate()
+        try:
+            validate()
+        except ConfigError as exc:
+            named = [n for n in re.findall(r"'(\w+)'", str(exc)) if n in sources]
+            if named:
+                where = ", ".join(f"'{n}' from {sources[n]}" for n in named)
+                raise ConfigError(f"{exc} ({where})") from None
+            raise
     return instance
 
 

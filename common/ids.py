@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 
-_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def new_version_id() -> str:
@@ -20,4 +20,4 @@ def new_node_id() -> str:
 
 def is_valid_node_id(value: str) -> bool:
     """Node ids are 1-64 characters of letters, digits, '.', '_' and '-'."""
-    return bool(_NODE_ID.match(value))
+    return bool(_NODE_ID.fullmatch(value))

@@ -7,13 +7,13 @@ import re
 from shoal.common.errors import InvalidArgument
 
 MAX_KEY_BYTES = 1024
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_SHARD_ID = re.compile(r"^([0-9a-f]{32})\.([0-9]+)\.([0-9]+)$")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_SHARD_ID = re.compile(r"([0-9a-f]{32})\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)")
 
 
 def check_bucket_name(name: str) -> None:
     """Bucket names follow S3's rules: 3-63 chars of a-z, 0-9, '.', '-', alphanumeric ends."""
-    if not isinstance(name, str) or not _BUCKET.match(name) or ".." in name:
+    if not isinstance(name, str) or not _BUCKET.fullmatch(name) or ".." in name:
         raise InvalidArgument(
             f"invalid bucket name {name!r}: use 3-63 characters of a-z, 0-9, '.' and '-', "
             "starting and ending with a letter or digit"
@@ -43,7 +43,7 @@ def shard_id(version_id: str, stripe_index: int, shard_index: int) -> str:
 
 def parse_shard_id(value: str) -> tuple[str, int, int]:
     """Split a shard id into (version_id, stripe, shard index); InvalidArgument if malformed."""
-    match = _SHARD_ID.match(value)
+    match = _SHARD_ID.fullmatch(value)
     if not match:
         raise InvalidArgument(f"malformed shard id {value!r}")
     return match.group(1), int(match.group(2)), int(match.group(3))

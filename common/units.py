@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -39,7 +40,10 @@ def parse_size(text: str | int) -> int:
         raise ValueError(
             f"not a size: {text!r} (use bytes or a unit: KiB, MiB, GiB, TiB, KB, MB, GB)"
         )
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+    number = match.group(1)
+    if "." in number:
+        return int(Decimal(number) * _SIZE_UNITS[unit])
+    return int(number) * _SIZE_UNITS[unit]
 
 
 def parse_duration(text: str | float | int) -> float:

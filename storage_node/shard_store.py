@@ -56,6 +56,18 @@ class ShardMeta:
     checksum: bytes
 
 
+def _recorded_length(path: Path) -> int:
+    """The data length a shard file's header records (what the counters added for it); the
+    file's own size when the header is unreadable. FileNotFoundError if it is gone."""
+    with path.open("rb") as handle:
+        header = handle.read(HEADER_BYTES)
+        if len(header) == HEADER_BYTES:
+            magic, fmt, _reserved, length, _checksum = HEADER.unpack(header)
+            if magic == MAGIC and fmt == FORMAT_VERSION:
+                return int(length)
+        return max(os.fstat(handle.fileno()).st_size - HEADER_BYTES, 0)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -130,12 +142,16 @@ class ShardStore:
             (self._shards / f"{i:02x}").mkdir(exist_ok=True)
         _fsync_dir(self._shards)
         self.capacity_bytes = capacity_bytes or shutil.disk_usage(root).total
-        self.used_bytes = 0
-        self.shard_count = 0
         self.corrupt_found = 0
+        self.shard_count, self.used_bytes = self._count()
+
+    def _count(self) -> tuple[int, int]:
+        """(shard count, data bytes) of the shards in service, from disk."""
+        count = used = 0
         for _shard_id, size in self.inventory():
-            self.used_bytes += size
-            self.shard_count += 1
+            count += 1
+            used += size
+        return count, used
 
     def path_of(self, shard_id: str) -> Path:
         """Where shard `shard_id` lives (validates the id, so no path escapes the store)."""
@@ -144,8 +160,9 @@ class ShardStore:
 
     def begin_write(self, meta: ShardMeta) -> ShardWriter:
         """Start receiving a shard; refuses when the node is full."""
-        self.path_of(meta.shard_id)
-        if self.used_bytes + meta.length > self.capacity_bytes:
+        existing = self.path_of(meta.shard_id)
+        replaced = _recorded_length(existing) if existing.exists() else 0
+        if self.used_bytes - replaced + meta.length > self.capacity_bytes:
             raise Unavailable(
                 f"node full: {self.used_bytes} of {self.capacity_bytes} bytes used, "
                 f"shard needs {meta.length}"
@@ -156,7 +173,7 @@ class ShardStore:
         """Rename a verified, fsynced temp file into place and fsync the directory."""
         final = self.path_of(meta.shard_id)
         with self._lock:
-            previous = final.stat().st_size - HEADER_BYTES if final.exists() else None
+            previous = _recorded_length(final) if final.exists() else None
             os.replace(tmp, final)
             if previous is None:
                 self.shard_count += 1
@@ -207,13 +224,13 @@ class ShardStore:
         path = self.path_of(shard_id)
         with self._lock:
             try:
-                size = path.stat().st_size
                 os.replace(path, self.root / "quarantine" / shard_id)
             except FileNotFoundError:
                 return
-            self.shard_count -= 1
-            self.used_bytes -= max(size - HEADER_BYTES, 0)
             self.corrupt_found += 1
+            # A damaged header no longer says what the counters added for this shard, so
+            # count again from the shards still in service (quarantines are rare).
+            self.shard_count, self.used_bytes = self._count()
 
     def delete(self, shard_ids: list[str]) -> list[str]:
         """Remove shards; returns the ids that were handled (absent ones count as deleted)."""
@@ -226,10 +243,10 @@ class ShardStore:
                 continue
             with self._lock:
                 try:
-                    size = path.stat().st_size
+                    size = _recorded_length(path)
                     path.unlink()
                     self.shard_count -= 1
-                    self.used_bytes -= max(size - HEADER_BYTES, 0)
+                    self.used_bytes -= size
                     touched.add(path.parent)
                 except FileNotFoundError:
                     pass
@@ -244,7 +261,7 @@ class ShardStore:
             with os.scandir(sub) as entries:
                 for entry in entries:
                     try:
-                        size = entry.stat().st_size
+                        size = _recorded_length(Path(entry.path))
                     except FileNotFoundError:
                         continue
-                    yield entry.name, max(size - HEADER_BYTES, 0)
+                    yield entry.name, size
