@@ -193,8 +193,9 @@ class AsyncClient:
         """Yield the object's bytes (or a range) piece by piece, with bounded memory."""
         _check_range(offset, length)
         reader = await self._reader(bucket, key)
-        async for piece in _range_pieces(reader, offset, length):
-            yield piece
+        async with contextlib.aclosing(_range_pieces(reader, offset, length)) as pieces:
+            async for piece in pieces:
+                yield piece
 
     async def get(
         self, bucket: str, key: str, *, offset: int = 0, length: int | None = None
@@ -217,8 +218,9 @@ class AsyncClient:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
         try:
             with os.fdopen(fd, "wb") as handle:
-                async for piece in _range_pieces(reader, 0, None):
-                    await asyncio.to_thread(handle.write, piece)
+                async with contextlib.aclosing(_range_pieces(reader, 0, None)) as pieces:
+                    async for piece in pieces:
+                        await asyncio.to_thread(handle.write, piece)
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -298,11 +300,13 @@ async def _range_pieces(
     first = offset // info.stripe_bytes
     last = (end - 1) // info.stripe_bytes
     position = first * info.stripe_bytes
-    async for stripe in reader.stripes(first, last):
-        lo = max(offset - position, 0)
-        hi = min(end - position, len(stripe))
-        yield stripe[lo:hi] if (lo, hi) != (0, len(stripe)) else stripe
-        position += len(stripe)
+    # aclosing: stopping early must cancel the read-ahead at once, not when garbage collected.
+    async with contextlib.aclosing(reader.stripes(first, last)) as stripes:
+        async for stripe in stripes:
+            lo = max(offset - position, 0)
+            hi = min(end - position, len(stripe))
+            yield stripe[lo:hi] if (lo, hi) != (0, len(stripe)) else stripe
+            position += len(stripe)
 
 
 class AsyncObjectStream:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc.aio
@@ -94,7 +94,7 @@ class ObjectReader:
                 raise NotFound(f"object {self.info.bucket}/{self.info.key}: stripe {index} missing")
         return self._pages[index]
 
-    async def stripes(self, first: int, last: int) -> AsyncIterator[bytes]:
+    async def stripes(self, first: int, last: int) -> AsyncGenerator[bytes, None]:
         """Yield stripes first..last (inclusive) in order, fetching a few ahead."""
         window: list[asyncio.Task[bytes]] = []
         next_index = first

@@ -88,6 +88,7 @@ class Client:
         if self._closed:
             return
         self._run(self._async.close())
+        self._run(self._loop.shutdown_asyncgens())
         self._closed = True
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)

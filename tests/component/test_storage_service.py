@@ -56,7 +56,11 @@ def payload(size: int, seed: int) -> bytes:
 
 
 def put_messages(
-    shard_id: str, data: bytes, chunk: int, *, checksum: bytes | None = None,
+    shard_id: str,
+    data: bytes,
+    chunk: int,
+    *,
+    checksum: bytes | None = None,
     length: int | None = None,
 ) -> Iterator[pb.PutShardRequest]:
     header = pb.ShardHeader(
@@ -160,9 +164,7 @@ async def test_large_shard_spills_to_incoming_while_streaming(node: Node) -> Non
 async def test_get_streams_in_bounded_messages(node: Node) -> None:
     data = payload(3 * STREAM_CHUNK_BYTES + 5, 7)
     await node.stub.PutShard(put_messages(sid(), data, STREAM_CHUNK_BYTES))
-    sizes = [
-        len(m.data) async for m in node.stub.GetShard(pb.GetShardRequest(shard_id=sid()))
-    ]
+    sizes = [len(m.data) async for m in node.stub.GetShard(pb.GetShardRequest(shard_id=sid()))]
     assert sizes == [STREAM_CHUNK_BYTES] * 3 + [5]
 
 

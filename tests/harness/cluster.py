@@ -12,10 +12,12 @@ from shoal.client.cli.local_cluster import ClusterSettings, LocalCluster
 from shoal.common.names import shard_id
 
 # Small stripes make multi-stripe objects cheap; fast heartbeats make failure detection quick.
+# The timeout leaves room for heartbeats delayed while a 2-core machine is saturated by a
+# large transfer (2 s was too tight: the 256 MiB test made every node look down).
 TEST_SETTINGS = ClusterSettings(
     k=4,
     n=6,
-    heartbeat_timeout_s=2.0,
+    heartbeat_timeout_s=5.0,
     heartbeat_interval_s=0.2,
     stripe_bytes=1024 * 1024,
     delete_grace_s=0.5,

@@ -111,6 +111,9 @@ def test_protobuf_floor_covers_gencode_version() -> None:
 
 def test_grpcio_tools_pin_matches_generated_version() -> None:
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    pins = [r for r in pyproject["project"]["optional-dependencies"]["dev"]
-            if r.startswith("grpcio-tools")]
+    pins = [
+        r
+        for r in pyproject["project"]["optional-dependencies"]["dev"]
+        if r.startswith("grpcio-tools")
+    ]
     assert pins == [f"grpcio-tools=={_floor('grpcio')}"]

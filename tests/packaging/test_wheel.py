@@ -53,7 +53,11 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     outdir = workdir / "dist"
     result = subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(outdir)],
-        cwd=REPO, capture_output=True, text=True, timeout=240, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
     )
     assert result.returncode == 0, f"wheel build failed:\n{result.stdout}\n{result.stderr}"
     wheels = sorted(outdir.glob("shoal-*.whl"))
@@ -63,9 +67,24 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
 
     site = workdir / "site"
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-compile", "--quiet",
-         "--disable-pip-version-check", "--no-index", "--target", str(site), str(wheels[0])],
-        capture_output=True, text=True, timeout=240, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-compile",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-index",
+            "--target",
+            str(site),
+            str(wheels[0]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
     )
     assert install.returncode == 0, f"pip install failed:\n{install.stdout}\n{install.stderr}"
     return Built(wheels[0], names, site, workdir)
@@ -74,8 +93,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
 def test_every_module_ships_under_its_mapped_name(built: Built) -> None:
     expected = _source_modules()
     assert len(expected) >= 30
-    missing = sorted(f"{source} -> {target}" for target, source in expected.items()
-                     if target not in built.names)
+    missing = sorted(
+        f"{source} -> {target}" for target, source in expected.items() if target not in built.names
+    )
     assert not missing, "modules missing from the wheel:\n" + "\n".join(missing)
     shipped_py = {n for n in built.names if n.endswith(".py")}
     extra = sorted(shipped_py - set(expected))
@@ -134,8 +154,13 @@ def _run_installed(built: Built, code: str) -> subprocess.CompletedProcess[str]:
     env["PYTHONPATH"] = str(built.site)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return subprocess.run(
-        [sys.executable, "-c", code], cwd=built.workdir, env=env,
-        capture_output=True, text=True, timeout=120, check=False,
+        [sys.executable, "-c", code],
+        cwd=built.workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 

@@ -51,10 +51,13 @@ def test_defaults_apply_when_nothing_is_given() -> None:
 
 
 def test_precedence_defaults_file_env_flags() -> None:
-    file_values = {"data_dir": "/file", "zone": "file-zone", "heartbeat_interval": "2s",
-                   "rpc_timeout": "20s"}
-    env = {"SHOAL_ZONE": "env-zone", "SHOAL_HEARTBEAT_INTERVAL": "3s",
-           "SHOAL_CAPACITY": "1GiB"}
+    file_values = {
+        "data_dir": "/file",
+        "zone": "file-zone",
+        "heartbeat_interval": "2s",
+        "rpc_timeout": "20s",
+    }
+    env = {"SHOAL_ZONE": "env-zone", "SHOAL_HEARTBEAT_INTERVAL": "3s", "SHOAL_CAPACITY": "1GiB"}
     flags = {"heartbeat_interval": "4s", "zone": None, "capacity": None}
     config = resolve(NodeConfig, file_values=file_values, file_name="n.toml", env=env, flags=flags)
     assert config.data_dir == "/file"  # file only
@@ -81,8 +84,9 @@ def test_dashed_toml_keys_are_accepted() -> None:
 
 def test_unknown_toml_key_names_key_and_file() -> None:
     with pytest.raises(ConfigError, match=r"unknown key 'heartbeat_intervall' in /etc/node\.toml"):
-        resolve(NodeConfig, file_values={**DATA, "heartbeat_intervall": 1},
-                file_name="/etc/node.toml")
+        resolve(
+            NodeConfig, file_values={**DATA, "heartbeat_intervall": 1}, file_name="/etc/node.toml"
+        )
 
 
 @pytest.mark.parametrize(
@@ -131,14 +135,21 @@ def test_wrongly_typed_toml_values_are_rejected(cls: type, key: str, raw: object
 
 def test_range_error_names_its_source() -> None:
     with pytest.raises(ConfigError, match="SHOAL_HEARTBEAT_INTERVAL"):
-        resolve(NodeConfig, file_values=DATA, file_name="f.toml",
-                env={"SHOAL_HEARTBEAT_INTERVAL": "0"})
+        resolve(
+            NodeConfig, file_values=DATA, file_name="f.toml", env={"SHOAL_HEARTBEAT_INTERVAL": "0"}
+        )
 
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("4MiB", 4 * MiB), ("4 mib", 4 * MiB), ("100GB", 100 * 1000**3), ("1024", 1024),
-     (2048, 2048), ("1.5KiB", 1536)],
+    [
+        ("4MiB", 4 * MiB),
+        ("4 mib", 4 * MiB),
+        ("100GB", 100 * 1000**3),
+        ("1024", 1024),
+        (2048, 2048),
+        ("1.5KiB", 1536),
+    ],
 )
 def test_sizes_parse(raw: object, expected: int) -> None:
     config = resolve(NodeConfig, file_values={**DATA, "capacity": raw}, file_name="f")
@@ -147,8 +158,16 @@ def test_sizes_parse(raw: object, expected: int) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("15m", 900.0), ("300ms", 0.3), ("2.5s", 2.5), ("1h", 3600.0), ("1d", 86400.0),
-     ("7", 7.0), (3, 3.0), (0.5, 0.5)],
+    [
+        ("15m", 900.0),
+        ("300ms", 0.3),
+        ("2.5s", 2.5),
+        ("1h", 3600.0),
+        ("1d", 86400.0),
+        ("7", 7.0),
+        (3, 3.0),
+        (0.5, 0.5),
+    ],
 )
 def test_durations_parse(raw: object, expected: float) -> None:
     config = resolve(CoordinatorConfig, file_values={**DATA, "delete_grace": raw}, file_name="f")
@@ -174,8 +193,18 @@ class _WithSecret:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("true", True), ("YES", True), ("on", True), ("1", True), (True, True),
-     ("false", False), ("No", False), ("off", False), ("0", False), (False, False)],
+    [
+        ("true", True),
+        ("YES", True),
+        ("on", True),
+        ("1", True),
+        (True, True),
+        ("false", False),
+        ("No", False),
+        ("off", False),
+        ("0", False),
+        (False, False),
+    ],
 )
 def test_booleans_parse(raw: object, expected: bool) -> None:
     assert resolve(_Flags, file_values={"verbose": raw}, file_name="f").verbose is expected
@@ -229,9 +258,10 @@ def test_validate_rejects_unworkable_settings(
 def test_load_config_reads_file_env_and_flags(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = _write(tmp_path / "node.toml",
-                  'data_dir = "/from-file"\nzone = "file"\nheartbeat_interval = "2s"\n'
-                  'capacity = "1MiB"\n')
+    path = _write(
+        tmp_path / "node.toml",
+        'data_dir = "/from-file"\nzone = "file"\nheartbeat_interval = "2s"\ncapacity = "1MiB"\n',
+    )
     monkeypatch.setenv("SHOAL_ZONE", "env")
     monkeypatch.setenv("SHOAL_HEARTBEAT_INTERVAL", "3s")
     config, args = load_config(
@@ -258,8 +288,11 @@ def test_load_config_finds_file_through_shoal_config(
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("bogus = 1\n", "unknown key 'bogus'"), ("data_dir = \n", "cannot read config file"),
-     (None, "config file not found")],
+    [
+        ("bogus = 1\n", "unknown key 'bogus'"),
+        ("data_dir = \n", "cannot read config file"),
+        (None, "config file not found"),
+    ],
 )
 def test_load_config_file_errors_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str | None, expected: str
@@ -268,8 +301,12 @@ def test_load_config_file_errors_exit_2(
     if text is not None:
         path.write_text(text)
     with pytest.raises(SystemExit) as info:
-        load_config(NodeConfig, ["--data-dir", "/d", "--config", str(path)],
-                    prog="shoal-node", description="d")
+        load_config(
+            NodeConfig,
+            ["--data-dir", "/d", "--config", str(path)],
+            prog="shoal-node",
+            description="d",
+        )
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("shoal-node: error: ")
@@ -279,8 +316,9 @@ def test_load_config_file_errors_exit_2(
 
 
 def test_to_toml_round_trips_and_redacts_secrets() -> None:
-    config = resolve(NodeConfig, file_values={**DATA, "capacity": "2GiB", "zone": 'r"1\\x'},
-                     file_name="f")
+    config = resolve(
+        NodeConfig, file_values={**DATA, "capacity": "2GiB", "zone": 'r"1\\x'}, file_name="f"
+    )
     parsed = tomllib.loads(to_toml(config))
     assert resolve(NodeConfig, file_values=parsed, file_name="printed") == config
     rendered = to_toml(resolve(_WithSecret, env={"SHOAL_TOKEN": "hunter2"}))
@@ -298,9 +336,21 @@ def test_read_toml_parses_file(tmp_path: Path) -> None:
 
 def test_node_print_config_prints_toml_and_exits_0(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "shoal.storage_node", "--data-dir", str(tmp_path),
-         "--capacity", "4MiB", "--print-config"],
-        capture_output=True, text=True, env=_clean_env(), timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "shoal.storage_node",
+            "--data-dir",
+            str(tmp_path),
+            "--capacity",
+            "4MiB",
+            "--print-config",
+        ],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     printed = tomllib.loads(result.stdout)
@@ -324,7 +374,11 @@ def test_bad_flag_value_exits_2_with_one_line(
 ) -> None:
     result = subprocess.run(
         [sys.executable, "-m", module, "--data-dir", str(tmp_path), *args],
-        capture_output=True, text=True, env=_clean_env(), timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -342,7 +396,11 @@ def test_bad_flag_value_exits_2_with_one_line(
 def test_help_exits_0_and_lists_env_vars(module: str, cls: type) -> None:
     result = subprocess.run(
         [sys.executable, "-m", module, "--help"],
-        capture_output=True, text=True, env=_clean_env(), timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "SHOAL_CONFIG" in result.stdout

@@ -30,8 +30,22 @@ def test_valid_bucket_names(name: str) -> None:
 @pytest.mark.parametrize(
     "name",
     [
-        "", "ab", "a" * 64, "Abc", "abC", "-abc", "abc-", ".abc", "abc.", "a..b", "a_b",
-        "a b", "ab/c", "ab\x00c", "bücket", "abc\t",
+        "",
+        "ab",
+        "a" * 64,
+        "Abc",
+        "abC",
+        "-abc",
+        "abc-",
+        ".abc",
+        "abc.",
+        "a..b",
+        "a_b",
+        "a b",
+        "ab/c",
+        "ab\x00c",
+        "bücket",
+        "abc\t",
     ],
 )
 def test_invalid_bucket_names(name: str) -> None:
@@ -53,7 +67,11 @@ def test_non_string_bucket_name_is_rejected(value: object) -> None:
 @pytest.mark.parametrize(
     "key",
     [
-        "k", "a/b/c.txt", " leading space", "ünïcödé/κλειδί/键", "emoji-🦈",
+        "k",
+        "a/b/c.txt",
+        " leading space",
+        "ünïcödé/κλειδί/键",
+        "emoji-🦈",
         "x" * MAX_KEY_BYTES,
         "é" * (MAX_KEY_BYTES // 2),  # 2 bytes each: exactly 1024 bytes
         "€" * 341 + "a",  # 3 * 341 + 1 = 1024 bytes

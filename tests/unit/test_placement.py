@@ -30,9 +30,7 @@ def candidate_lists(draw: st.DrawFn, min_size: int = 0, max_size: int = 24) -> l
     ]
 
 
-stripe_keys = st.builds(
-    "{:032x}.{}".format, st.integers(0, 2**128 - 1), st.integers(0, 10_000)
-)
+stripe_keys = st.builds("{:032x}.{}".format, st.integers(0, 2**128 - 1), st.integers(0, 10_000))
 
 
 @settings(max_examples=200)

@@ -1,0 +1,66 @@
+"""Where the CLI finds the local cluster directory and the coordinator.
+
+Precedence for the coordinator: --coordinator, then an explicit --data-dir's local cluster,
+then SHOAL_COORDINATOR, then the local cluster in SHOAL_CLUSTER_DIR or ./.shoal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from shoal.client import Client
+from shoal.client.cli.failures import NoCoordinator
+from shoal.client.cli.local_cluster import ClusterError, LocalCluster
+
+DEFAULT_DATA_DIR = ".shoal"
+NO_COORDINATOR = (
+    "no coordinator: pass --coordinator, set SHOAL_COORDINATOR or start a local cluster with "
+    "'clusterctl up'"
+)
+
+
+def data_dir(args: argparse.Namespace) -> Path:
+    """The local cluster directory: --data-dir, else SHOAL_CLUSTER_DIR, else ./.shoal."""
+    explicit: str | None = args.data_dir
+    return Path(explicit or os.environ.get("SHOAL_CLUSTER_DIR") or DEFAULT_DATA_DIR)
+
+
+def load_cluster(root: Path) -> LocalCluster:
+    """Open the local cluster state in `root`; ClusterError if the state file is unreadable."""
+    try:
+        return LocalCluster(root)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ClusterError(f"cannot read the local cluster state in {root}: {exc}") from None
+
+
+def _local_address(root: Path) -> str | None:
+    if not (root / "cluster.json").exists():
+        return None
+    cluster = load_cluster(root)
+    if cluster.coordinator is None or not cluster.coordinator.address:
+        return None
+    if not cluster.running(cluster.coordinator):
+        raise NoCoordinator(
+            f"the local cluster in {cluster.root} is not running (start it with 'clusterctl up')"
+        )
+    return cluster.address
+
+
+def coordinator_address(args: argparse.Namespace) -> str:
+    """Resolve the coordinator address for a command (see the module docstring)."""
+    flag: str | None = args.coordinator
+    if flag:
+        return flag
+    if args.data_dir is None and os.environ.get("SHOAL_COORDINATOR"):
+        return os.environ["SHOAL_COORDINATOR"]
+    address = _local_address(data_dir(args))
+    if address is None:
+        raise NoCoordinator(NO_COORDINATOR)
+    return address
+
+
+def open_client(args: argparse.Namespace) -> Client:
+    """A Client connected to the resolved coordinator (use as a context manager)."""
+    return Client(coordinator_address(args))

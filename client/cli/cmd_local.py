@@ -1,0 +1,140 @@
+"""Local cluster commands: up, down, node stop/start (daemons on this machine)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from shoal.client.cli.address import data_dir, load_cluster
+from shoal.client.cli.failures import UsageError
+from shoal.client.cli.local_cluster import ClusterError, ClusterSettings
+from shoal.common.erasure import check_redundancy
+from shoal.common.units import parse_duration, parse_size
+
+DEFAULTS = ClusterSettings()
+
+
+def _duration(text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return seconds
+
+
+def _size(text: str) -> int:
+    try:
+        size = parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if size <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return size
+
+
+def _zones(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    zones = [zone.strip() for zone in text.split(",")]
+    if not all(zones):
+        raise UsageError(f"--zones must be a comma-separated list of names, got {text!r}")
+    return zones
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Start a coordinator and storage nodes in the data directory."""
+    k: int = args.k
+    n: int = args.n
+    nodes: int = args.nodes
+    check_redundancy(k, n)
+    zones = _zones(args.zones)
+    settings = ClusterSettings(
+        k=k,
+        n=n,
+        heartbeat_timeout_s=args.heartbeat_timeout,
+        stripe_bytes=args.stripe_bytes,
+    )
+    cluster = load_cluster(data_dir(args))
+    cluster.up(nodes, settings=settings, zones=zones)
+    if n > nodes:
+        print(
+            f"clusterctl: warning: n={n} exceeds the {nodes} nodes started; writes at the "
+            "default redundancy fail until more nodes join",
+            file=sys.stderr,
+        )
+    print(f"coordinator at {cluster.address} with {nodes} nodes (k={k}, n={n}) in {cluster.root}")
+    print(f"export SHOAL_COORDINATOR={cluster.address}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """Stop every daemon of the local cluster (nodes first)."""
+    cluster = load_cluster(data_dir(args))
+    if cluster.coordinator is None:
+        raise ClusterError(f"no local cluster in {cluster.root}")
+    daemons = [*cluster.nodes.values(), cluster.coordinator]
+    running = [d.name for d in daemons if d.pid and cluster.running(d)]
+    cluster.down()
+    if running:
+        print(f"stopped {', '.join(running)}")
+    else:
+        print(f"nothing was running in {cluster.root}")
+    return 0
+
+
+def cmd_node_stop(args: argparse.Namespace) -> int:
+    """Stop one node of the local cluster (SIGTERM, or SIGKILL with --kill)."""
+    cluster = load_cluster(data_dir(args))
+    cluster.stop_node(args.node, signal.SIGKILL if args.kill else signal.SIGTERM)
+    print(f"{'killed' if args.kill else 'stopped'} {args.node}")
+    return 0
+
+
+def cmd_node_start(args: argparse.Namespace) -> int:
+    """Restart a stopped node of the local cluster on its previous address."""
+    cluster = load_cluster(data_dir(args))
+    daemon = cluster.start_node(args.node)
+    print(f"started {daemon.name} at {daemon.address}")
+    return 0
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """Add up, down and node to `sub`; `common` holds --data-dir and --debug."""
+    up = sub.add_parser("up", parents=[common], help="start a local cluster")
+    up.add_argument("--nodes", type=int, default=6, help="storage nodes to start (default: 6)")
+    up.add_argument("--k", type=int, default=DEFAULTS.k, help="default data shards (default: 4)")
+    up.add_argument("--n", type=int, default=DEFAULTS.n, help="default total shards (default: 6)")
+    up.add_argument(
+        "--heartbeat-timeout",
+        type=_duration,
+        default=DEFAULTS.heartbeat_timeout_s,
+        metavar="S",
+        help="seconds (or 500ms, 1m) before a silent node is down (default: 3)",
+    )
+    up.add_argument(
+        "--stripe-bytes",
+        type=_size,
+        default=DEFAULTS.stripe_bytes,
+        metavar="B",
+        help="stripe size in bytes or with a unit such as 1MiB (default: 4MiB)",
+    )
+    up.add_argument("--zones", metavar="Z1,Z2,...", help="assign nodes to zones round-robin")
+    up.set_defaults(handler=cmd_up)
+
+    down = sub.add_parser("down", parents=[common], help="stop the local cluster")
+    down.set_defaults(handler=cmd_down)
+
+    node = sub.add_parser("node", help="stop or start one node of the local cluster")
+    actions = node.add_subparsers(dest="action", metavar="ACTION", required=True)
+    stop = actions.add_parser("stop", parents=[common], help="stop a node")
+    stop.add_argument("node", metavar="ID")
+    stop.add_argument("--kill", action="store_true", help="SIGKILL (a crash) instead of SIGTERM")
+    stop.set_defaults(handler=cmd_node_stop)
+    start = actions.add_parser("start", parents=[common], help="restart a stopped node")
+    start.add_argument("node", metavar="ID")
+    start.set_defaults(handler=cmd_node_start)

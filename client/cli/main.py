@@ -1,0 +1,109 @@
+"""`clusterctl`: the operator command line (argument parsing and error handling).
+
+Exit status: 0 success; 1 a Shoal or OS error (one line on stderr); 2 a usage error; 130
+interrupted. `status` exits 0/1/2 for HEALTHY/DEGRADED/UNAVAILABLE and 2 if the coordinator
+cannot be reached. `--debug` adds tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from shoal.client.cli import cmd_local, cmd_objects, cmd_status
+from shoal.client.cli.failures import NoCoordinator, UsageError, describe
+from shoal.common.errors import ConnectionFailed, ShoalError, Unavailable
+
+PROG = "clusterctl"
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _options(*, remote: bool, suppress: bool) -> argparse.ArgumentParser:
+    """Options accepted both before and after the subcommand.
+
+    Subcommand copies default to SUPPRESS so they never overwrite a value given before it.
+    """
+    default = argparse.SUPPRESS if suppress else None
+    parser = argparse.ArgumentParser(add_help=False)
+    if remote:
+        parser.add_argument(
+            "--coordinator",
+            metavar="ADDR",
+            default=default,
+            help="coordinator HOST:PORT (default: SHOAL_COORDINATOR, else the local cluster)",
+        )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=default,
+        help="local cluster directory (default: SHOAL_CLUSTER_DIR, else ./.shoal)",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="show tracebacks on errors",
+    )
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The clusterctl argument parser."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        parents=[_options(remote=True, suppress=False)],
+        description="Operate a Shoal cluster: local daemons, status, buckets and objects.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    local = _options(remote=False, suppress=True)
+    remote = _options(remote=True, suppress=True)
+    cmd_local.register(sub, local)
+    cmd_status.register(sub, remote)
+    cmd_objects.register(sub, remote)
+    return parser
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def _failure_exit(args: argparse.Namespace, exc: BaseException) -> int:
+    if isinstance(exc, (ConnectionFailed, Unavailable, NoCoordinator)):
+        return int(getattr(args, "unreachable_exit", 1))
+    return 1
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the exit-time flush stays quiet."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run clusterctl with `argv` (default: sys.argv[1:]); returns the exit status."""
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return 1
+    except UsageError as exc:
+        _error(describe(exc))
+        return 2
+    except (ShoalError, OSError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        _error(describe(exc))
+        return _failure_exit(args, exc)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
