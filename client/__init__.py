@@ -13,7 +13,7 @@ from shoal.client.async_client import AsyncClient, AsyncObjectStream
 from shoal.client.get import GetTuning
 from shoal.client.put import PutTuning
 from shoal.client.sync_client import Client, ObjectStream
-from shoal.client.types import BucketInfo, ObjectInfo
+from shoal.client.types import BucketInfo, ObjectInfo, RepairErrorInfo
 from shoal.common.errors import (
     AlreadyExists,
     BucketNotEmpty,
@@ -44,6 +44,7 @@ __all__ = [
     "ObjectStream",
     "PermissionDenied",
     "PutTuning",
+    "RepairErrorInfo",
     "ShoalError",
     "Unavailable",
 ]

@@ -8,6 +8,7 @@ of `PutTuning` and `GetTuning`. Methods are cancel-safe: a cancelled put aborts 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import os
 import tempfile
@@ -18,14 +19,15 @@ from typing import Any
 
 import grpc.aio
 
-from shoal.client.channels import NodeChannels
 from shoal.client.get import GetTuning, ObjectReader
 from shoal.client.put import PutTuning, run_put
 from shoal.client.sources import PutData, StripeSource
 from shoal.client.status import status_to_dict
-from shoal.client.types import BucketInfo, ObjectInfo
+from shoal.client.types import BucketInfo, ObjectInfo, RepairErrorInfo
+from shoal.common.channels import NodeChannels
 from shoal.common.erasure import check_redundancy
 from shoal.common.errors import ConnectionFailed, InvalidArgument
+from shoal.common.ids import is_valid_node_id
 from shoal.common.names import check_bucket_name, check_key
 from shoal.common.rpc import insecure_channel, to_shoal_error
 from shoal.rpc.v1 import coordinator_pb2 as cpb
@@ -269,6 +271,48 @@ class AsyncClient:
         """The cluster status that `clusterctl status` shows (see docs/status-schema.md)."""
         reply = await self._call("ClusterStatus", cpb.ClusterStatusRequest())
         return status_to_dict(reply)
+
+    # Operations ----------------------------------------------------------------------------
+
+    async def hold_repair(self, held: bool = True) -> bool:
+        """Pause (held=True) or resume automatic repair, e.g. for planned maintenance."""
+        reply = await self._call("SetRepairHold", cpb.SetRepairHoldRequest(held=held))
+        return bool(reply.held)
+
+    async def repair_errors(self, limit: int = 100) -> tuple[builtins.list[RepairErrorInfo], int]:
+        """Recorded repair failures (most recent first) and their total count."""
+        if not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise InvalidArgument("limit must be an integer between 1 and 1000")
+        reply = await self._call("ListRepairErrors", cpb.ListRepairErrorsRequest(limit=limit))
+        return [RepairErrorInfo.from_proto(e) for e in reply.errors], int(reply.total)
+
+    async def scrub(self, node_id: str | None = None) -> builtins.list[str]:
+        """Start a scrub pass now on one node (or every live node); returns the node ids."""
+        nodes = [_check_node_id(node_id)] if node_id is not None else []
+        reply = await self._call("StartScrub", cpb.StartScrubRequest(node_ids=nodes))
+        return list(reply.node_ids)
+
+    async def drain_node(self, node_id: str, *, cancel: bool = False) -> int:
+        """Move every shard off a node (it keeps serving reads); returns shards to move."""
+        reply = await self._call(
+            "DrainNode", cpb.DrainNodeRequest(node_id=_check_node_id(node_id), cancel=cancel)
+        )
+        return int(reply.shards_to_move)
+
+    async def remove_node(self, node_id: str) -> int:
+        """Decommission a node; refused while it holds shards some stripe needs to stay at k.
+
+        Returns the shards it still held (repair rebuilds them elsewhere)."""
+        reply = await self._call(
+            "RemoveNode", cpb.RemoveNodeRequest(node_id=_check_node_id(node_id))
+        )
+        return int(reply.shards_left)
+
+
+def _check_node_id(node_id: str) -> str:
+    if not isinstance(node_id, str) or not is_valid_node_id(node_id):
+        raise InvalidArgument(f"invalid node id {node_id!r}: letters, digits, '.', '_' and '-'")
+    return node_id
 
 
 def _download_target_problem(target: Path) -> str:

@@ -22,16 +22,15 @@ from dataclasses import dataclass
 
 import grpc.aio
 
-from shoal.client.channels import NodeChannels
-from shoal.common.checksum import shard_checksum
+from shoal.common.channels import NodeChannels
 from shoal.common.erasure import StripeCodec
 from shoal.common.errors import CorruptData, NotFound, ShoalError, Unavailable
 from shoal.common.names import shard_id
 from shoal.common.rpc import to_shoal_error
+from shoal.common.shard_transfer import gather_k, get_shard, verify
 from shoal.common.units import format_duration
 from shoal.rpc.v1 import common_pb2 as common
 from shoal.rpc.v1 import coordinator_pb2 as cpb
-from shoal.rpc.v1 import storage_pb2 as spb
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +49,11 @@ class GetTuning:
 class ShardFailure(Exception):
     """Why one shard could not be used (internal; becomes part of an Unavailable message)."""
 
-    def __init__(self, reason: str, *, corrupt: bool = False) -> None:
+    def __init__(self, reason: str, *, corrupt: bool = False, missing: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.corrupt = corrupt
+        self.missing = missing
 
 
 CoordinatorCall = Callable[[str, object], Awaitable[object]]
@@ -117,13 +117,7 @@ class ObjectReader:
             raise ShardFailure("node unknown to the coordinator")
         sid = shard_id(self.info.version_id, stripe.index, shard.shard_index)
         try:
-            try:
-                parts = await self._get_shard(shard.address, sid)
-            except grpc.aio.AioRpcError as first:
-                if first.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise
-                await self.channels.reset(shard.address)
-                parts = await self._get_shard(shard.address, sid)
+            data = await get_shard(self.channels, shard.address, sid, self.tuning.shard_timeout_s)
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -134,17 +128,11 @@ class ObjectReader:
             if isinstance(error, CorruptData):
                 raise ShardFailure("checksum mismatch on disk", corrupt=True) from None
             if isinstance(error, NotFound):
-                raise ShardFailure("shard missing on node") from None
+                raise ShardFailure("missing on node", missing=True) from None
             raise ShardFailure(str(error)) from None
-        data = b"".join(parts)
-        if len(data) != shard.length or shard_checksum(data) != shard.checksum:
+        if not verify(data, shard.length, shard.checksum):
             raise ShardFailure("checksum mismatch", corrupt=True)
         return data
-
-    async def _get_shard(self, address: str, sid: str) -> list[bytes]:
-        stub = self.channels.stub(address)
-        call = stub.GetShard(spb.GetShardRequest(shard_id=sid), timeout=self.tuning.shard_timeout_s)
-        return [message.data async for message in call]
 
     def _candidates(self, stripe: common.StripeLocation) -> list[common.ShardLocation]:
         """Shards in the order to try: healthy data shards, healthy parity, then the doubtful."""
@@ -164,7 +152,7 @@ class ObjectReader:
             await self._report_corrupt(stripe, corrupt)
         if len(got) < k:
             message = self._explain(stripe, got, failures)
-            if len(got) + len(corrupt) >= k:
+            if len(got) + sum(1 for _s, why in corrupt if "checksum" in why) >= k:
                 # Enough nodes answered; bad bytes, not missing nodes, are why it fails.
                 raise CorruptData(message)
             raise Unavailable(message)
@@ -180,44 +168,23 @@ class ObjectReader:
 
         Returns (shards by index, failure reason by index, corrupt shards with reasons).
         """
-        k = self.info.k
-        queue = self._candidates(stripe)
-        got: dict[int, bytes] = {}
-        failures: dict[int, str] = {}
+
+        async def fetch(shard: common.ShardLocation) -> bytes:
+            return await self._fetch(stripe, shard)
+
+        successes, failures = await gather_k(
+            self._candidates(stripe), self.info.k, fetch, self.tuning.hedge_after_s
+        )
+        got = {shard.shard_index: data for shard, data in successes}
+        reasons: dict[int, str] = {}
         corrupt: list[tuple[common.ShardLocation, str]] = []
-        running: dict[asyncio.Task[bytes], common.ShardLocation] = {}
-
-        def launch() -> None:
-            if queue:
-                shard = queue.pop(0)
-                running[asyncio.create_task(self._fetch(stripe, shard))] = shard
-
-        for _ in range(k):
-            launch()
-        try:
-            while len(got) < k and running:
-                done, _pending = await asyncio.wait(
-                    running, timeout=self.tuning.hedge_after_s, return_when=asyncio.FIRST_COMPLETED
-                )
-                if not done:
-                    launch()  # hedge: a request is overdue, race one more shard against it
-                for task in done:
-                    shard = running.pop(task)
-                    try:
-                        got[shard.shard_index] = task.result()
-                    except ShardFailure as failure:
-                        failures[shard.shard_index] = f"{shard.node_id} ({failure.reason})"
-                        if failure.corrupt:
-                            corrupt.append((shard, failure.reason))
-                        if len(got) + len(running) < k:
-                            launch()
-        finally:
-            for task in running:
-                task.cancel()
-            for task in list(running):
-                with contextlib.suppress(BaseException):
-                    await task
-        return got, failures, corrupt
+        for shard, error in failures:
+            if not isinstance(error, ShardFailure):
+                raise error
+            reasons[shard.shard_index] = f"{shard.node_id} ({error.reason})"
+            if error.corrupt or error.missing:
+                corrupt.append((shard, error.reason))
+        return got, reasons, corrupt
 
     def _explain(
         self, stripe: common.StripeLocation, got: dict[int, bytes], failures: dict[int, str]

@@ -23,15 +23,15 @@ from dataclasses import dataclass, field
 
 import grpc.aio
 
-from shoal.client.channels import NodeChannels
+from shoal.common.channels import NodeChannels
 from shoal.common.checksum import StreamingChecksum, shard_checksum
 from shoal.common.erasure import StripeCodec
 from shoal.common.errors import InsufficientNodes, ShoalError
 from shoal.common.names import shard_id
-from shoal.common.rpc import STREAM_CHUNK_BYTES, to_shoal_error
+from shoal.common.rpc import to_shoal_error
+from shoal.common.shard_transfer import put_shard
 from shoal.rpc.v1 import common_pb2 as common
 from shoal.rpc.v1 import coordinator_pb2 as cpb
-from shoal.rpc.v1 import storage_pb2 as spb
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +59,6 @@ class UploadState:
 
 
 CoordinatorCall = Callable[[str, object], Awaitable[object]]
-
-
-async def _shard_messages(
-    sid: str, data: bytes | memoryview, checksum: bytes
-) -> AsyncIterator[spb.PutShardRequest]:
-    view = memoryview(data)
-    header = spb.ShardHeader(shard_id=sid, length=len(view), checksum=checksum)
-    yield spb.PutShardRequest(header=header, data=bytes(view[:STREAM_CHUNK_BYTES]))
-    for offset in range(STREAM_CHUNK_BYTES, len(view), STREAM_CHUNK_BYTES):
-        yield spb.PutShardRequest(data=bytes(view[offset : offset + STREAM_CHUNK_BYTES]))
 
 
 class StripeWriter:
@@ -115,14 +105,6 @@ class StripeWriter:
                 await asyncio.shield(pending)
         return self.state.placements.pop(index)
 
-    async def _put_shard(
-        self, node: common.NodeInfo, sid: str, data: bytes | memoryview, checksum: bytes
-    ) -> None:
-        stub = self.channels.stub(node.address)
-        await stub.PutShard(
-            _shard_messages(sid, data, checksum), timeout=self.tuning.shard_timeout_s
-        )
-
     async def write_stripe(self, index: int, stripe: memoryview) -> None:
         """Encode and store one stripe; raises when fewer than write_quorum shards land."""
         begin = self.state.begin
@@ -141,11 +123,13 @@ class StripeWriter:
                         return None
                     node = handoffs.popleft()
                 try:
-                    await self._put_shard(
-                        node,
+                    await put_shard(
+                        self.channels,
+                        node.address,
                         shard_id(version, index, shard_index),
                         shards[shard_index],
                         checksums[shard_index],
+                        self.tuning.shard_timeout_s,
                     )
                     return cpb.WrittenShard(
                         shard_index=shard_index,
@@ -154,8 +138,6 @@ class StripeWriter:
                         checksum=checksums[shard_index],
                     )
                 except grpc.aio.AioRpcError as exc:
-                    if exc.code() == grpc.StatusCode.UNAVAILABLE:
-                        await self.channels.reset(node.address)
                     why = to_shoal_error(exc)
                     failures.append(f"{node.node_id} ({why})")
                     log.info(

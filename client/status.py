@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shoal.rpc.v1 import common_pb2 as common
 from shoal.rpc.v1 import coordinator_pb2 as cpb
 
 STATUS_SCHEMA_VERSION = 1
@@ -16,6 +17,8 @@ def overall_health(status: cpb.ClusterStatusResponse) -> tuple[str, str]:
         return "UNAVAILABLE", f"{status.objects.unavailable} objects have stripes below k shards"
     if status.objects.degraded:
         return "DEGRADED", f"{status.objects.degraded} objects have stripes below n shards"
+    if status.stripes_by_margin.get(0, 0):
+        return "DEGRADED", f"{status.stripes_by_margin[0]} stripes are one failure from loss"
     if down:
         return "DEGRADED", f"nodes down: {', '.join(down)}"
     if not status.nodes:
@@ -30,20 +33,18 @@ def status_to_dict(status: cpb.ClusterStatusResponse) -> dict[str, Any]:
         "schema_version": STATUS_SCHEMA_VERSION,
         "health": health,
         "reason": reason,
-        "nodes": [
-            {
-                "node_id": n.node_id,
-                "address": n.address,
-                "zone": n.zone,
-                "state": n.state,
-                "capacity_bytes": n.capacity_bytes,
-                "used_bytes": n.used_bytes,
-                "shards": n.shard_count,
-                "last_heartbeat_age_s": round(n.last_heartbeat_age_s, 3),
-                "down_for_s": round(n.down_for_s, 3),
-            }
-            for n in status.nodes
-        ],
+        "nodes": [_node(n) for n in status.nodes],
+        "repair": _repair(status.repair),
+        "orphaned_bytes": status.orphaned_bytes,
+        "stripes_by_margin": {str(m): c for m, c in sorted(status.stripes_by_margin.items())},
+        "objects_by_margin": {str(m): c for m, c in sorted(status.objects_by_margin.items())},
+        "stripes_at_risk": status.stripes_by_margin.get(0, 0),
+        "stripes_below_k": sum(c for m, c in status.stripes_by_margin.items() if m < 0),
+        "timings": {
+            "heartbeat_timeout_s": status.heartbeat_timeout_s,
+            "down_after_s": status.down_after_s,
+            "repair_after_s": status.repair_after_s,
+        },
         "capacity": {
             "raw_bytes": status.raw_capacity_bytes,
             "used_bytes": status.used_bytes,
@@ -65,4 +66,55 @@ def status_to_dict(status: cpb.ClusterStatusResponse) -> dict[str, Any]:
         "buckets": status.bucket_count,
         "default_redundancy": {"k": status.default_k, "n": status.default_n},
         "pending_shard_deletions": status.pending_shard_deletions,
+    }
+
+
+def _ratio(done: float, total: float) -> float:
+    return round(done / total, 4) if total else 1.0
+
+
+def _node(n: common.NodeInfo) -> dict[str, Any]:
+    moved = n.drain_total_shards - n.drain_remaining_shards
+    return {
+        "node_id": n.node_id,
+        "address": n.address,
+        "zone": n.zone,
+        "state": n.state,
+        "admin_state": n.admin_state,
+        "capacity_bytes": n.capacity_bytes,
+        "used_bytes": n.used_bytes,
+        "shards": n.shard_count,
+        "last_heartbeat_age_s": round(n.last_heartbeat_age_s, 3),
+        "down_for_s": round(n.down_for_s, 3),
+        "repair_in_s": round(n.repair_in_s, 3),
+        "corrupt_found": n.corrupt_found,
+        "scrub": {
+            "running": n.scrub_running,
+            "bytes_done": n.scrub_bytes_done,
+            "bytes_total": n.scrub_bytes_total,
+            "ratio": _ratio(n.scrub_bytes_done, n.scrub_bytes_total),
+        },
+        "drain": {
+            "shards_total": n.drain_total_shards,
+            "shards_remaining": n.drain_remaining_shards,
+            "ratio": _ratio(max(moved, 0), n.drain_total_shards),
+        }
+        if n.admin_state == "draining"
+        else None,
+    }
+
+
+def _repair(r: cpb.RepairStatus) -> dict[str, Any]:
+    return {
+        "held": r.held,
+        "active": bool(r.shards_remaining),
+        "shards_done": r.shards_done,
+        "shards_remaining": r.shards_remaining,
+        "shards_to_move": r.shards_to_move,
+        "ratio": _ratio(r.shards_done, r.shards_done + r.shards_remaining),
+        "bytes_done": r.bytes_done,
+        "rate_bytes_s": round(r.rate_bytes_s, 1),
+        "eta_s": round(r.eta_s, 1),
+        "errors": r.errors,
+        "mean_rebuild_s": round(r.mean_rebuild_s, 3),
     }

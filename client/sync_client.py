@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import io
 import os
 import threading
@@ -15,7 +16,7 @@ from shoal.client.async_client import AsyncClient, AsyncObjectStream
 from shoal.client.get import GetTuning
 from shoal.client.put import PutTuning
 from shoal.client.sources import PutData
-from shoal.client.types import BucketInfo, ObjectInfo
+from shoal.client.types import BucketInfo, ObjectInfo, RepairErrorInfo
 from shoal.common.errors import ShoalError
 
 T = TypeVar("T")
@@ -152,6 +153,26 @@ class Client:
     def status(self) -> dict[str, Any]:
         """See AsyncClient.status."""
         return self._run(self._async.status())
+
+    def hold_repair(self, held: bool = True) -> bool:
+        """See AsyncClient.hold_repair."""
+        return self._run(self._async.hold_repair(held))
+
+    def repair_errors(self, limit: int = 100) -> tuple[builtins.list[RepairErrorInfo], int]:
+        """See AsyncClient.repair_errors."""
+        return self._run(self._async.repair_errors(limit))
+
+    def scrub(self, node_id: str | None = None) -> builtins.list[str]:
+        """See AsyncClient.scrub."""
+        return self._run(self._async.scrub(node_id))
+
+    def drain_node(self, node_id: str, *, cancel: bool = False) -> int:
+        """See AsyncClient.drain_node."""
+        return self._run(self._async.drain_node(node_id, cancel=cancel))
+
+    def remove_node(self, node_id: str) -> int:
+        """See AsyncClient.remove_node."""
+        return self._run(self._async.remove_node(node_id))
 
 
 class ObjectStream(io.RawIOBase):

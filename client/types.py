@@ -57,3 +57,32 @@ class BucketInfo:
             write_quorum=bucket.write_quorum,
             created=datetime.fromtimestamp(bucket.created, UTC),
         )
+
+
+@dataclass(frozen=True)
+class RepairErrorInfo:
+    """A shard repair that failed and will be retried."""
+
+    bucket: str
+    key: str
+    version_id: str
+    stripe_index: int
+    shard_index: int
+    reason: str
+    attempts: int
+    last_attempt: datetime
+    next_attempt: datetime
+
+    @classmethod
+    def from_proto(cls, error: cpb.RepairError) -> RepairErrorInfo:
+        return cls(
+            bucket=error.bucket,
+            key=error.key,
+            version_id=error.version_id,
+            stripe_index=error.stripe_index,
+            shard_index=error.shard_index,
+            reason=error.reason,
+            attempts=error.attempts,
+            last_attempt=datetime.fromtimestamp(error.last_attempt, UTC),
+            next_attempt=datetime.fromtimestamp(error.next_attempt, UTC),
+        )

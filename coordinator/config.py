@@ -17,7 +17,32 @@ class CoordinatorConfig:
     listen: str = setting("127.0.0.1:7000", "HOST:PORT to serve on (port 0 picks a free port)")
     data_dir: str = setting("", "directory holding the SQLite metadata database (required)")
     heartbeat_timeout: float = setting(
-        10.0, "seconds without a heartbeat before a node counts as down", unit="seconds"
+        10.0, "seconds without a heartbeat before a node is suspect", unit="seconds"
+    )
+    down_after: float = setting(
+        30.0,
+        "seconds without a heartbeat before a node is down (its shards stop counting)",
+        unit="seconds",
+    )
+    repair_after: float = setting(
+        900.0,
+        "seconds a node must stay down before its shards are rebuilt elsewhere",
+        unit="seconds",
+    )
+    repair_bandwidth: int = setting(
+        64 * MiB, "bytes/s of shard reads repair may cause across the cluster", unit="bytes"
+    )
+    repair_concurrency: int = setting(4, "shards rebuilt at the same time")
+    reconcile_interval: float = setting(
+        600.0,
+        "seconds between comparisons of node inventories with the manifests",
+        unit="seconds",
+    )
+    orphan_grace: float = setting(
+        900.0,
+        "seconds an unreferenced shard is left alone before it is collected (covers "
+        "uploads and repairs in flight)",
+        unit="seconds",
     )
     default_k: int = setting(4, "default data shards per stripe for new buckets")
     default_n: int = setting(6, "default total shards per stripe for new buckets")
@@ -48,6 +73,17 @@ class CoordinatorConfig:
             raise ConfigError(f"invalid value for 'listen': {self.listen!r} is not HOST:PORT")
         if self.heartbeat_timeout <= 0:
             raise ConfigError("invalid value for 'heartbeat_timeout': must be > 0")
+        if self.down_after < self.heartbeat_timeout:
+            raise ConfigError("invalid value for 'down_after': must be >= 'heartbeat_timeout'")
+        if self.repair_after < 0 or self.reconcile_interval <= 0 or self.orphan_grace < 0:
+            raise ConfigError(
+                "invalid value for 'repair_after', 'reconcile_interval' or 'orphan_grace': "
+                "must be >= 0 (reconcile_interval > 0)"
+            )
+        if self.repair_bandwidth <= 0 or self.repair_concurrency <= 0:
+            raise ConfigError(
+                "invalid value for 'repair_bandwidth' or 'repair_concurrency': must be > 0"
+            )
         if not 1 <= self.default_k < self.default_n <= MAX_SHARDS:
             raise ConfigError(
                 f"invalid values for 'default_k'/'default_n': need 1 <= k < n <= {MAX_SHARDS}"

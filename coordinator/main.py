@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from shoal.common.errors import ConfigError
 from shoal.common.lifecycle import run_daemon, sleep_or_shutdown, write_ready_file
 from shoal.common.rpc import SERVER_OPTIONS
 from shoal.coordinator.config import CoordinatorConfig
-from shoal.coordinator.membership import Membership
+from shoal.coordinator.membership import DOWN, DRAINING, Membership
 from shoal.coordinator.metadata import MetadataStore
 from shoal.coordinator.service import CoordinatorServicer
 from shoal.rpc.v1 import coordinator_pb2_grpc as pb_grpc
@@ -26,15 +27,30 @@ log = logging.getLogger("shoal.coordinator")
 
 MAINTENANCE_INTERVAL_S = 1.0
 UPLOAD_EXPIRY_INTERVAL_S = 30.0
+LAST_SEEN_INTERVAL_S = 5.0
 
 
 async def maintenance(servicer: CoordinatorServicer, shutdown: asyncio.Event) -> None:
-    """Background loop: refresh liveness (logs transitions) and expire stale uploads."""
-    since_expiry = UPLOAD_EXPIRY_INTERVAL_S
+    """Background loop: refresh liveness (logs transitions, reconciles returning nodes),
+    persist when nodes were last seen, and expire stale uploads."""
+    expiry_interval = min(UPLOAD_EXPIRY_INTERVAL_S, max(servicer.config.upload_timeout / 2, 1.0))
+    since_expiry = expiry_interval
+    since_touch = 0.0
     while not await sleep_or_shutdown(shutdown, MAINTENANCE_INTERVAL_S):
-        servicer.membership.refresh()
+        for record, previous in servicer.membership.refresh():
+            if previous == DOWN and record.liveness != DOWN:
+                servicer.reconciler.request(record.node_id)
+        since_touch += MAINTENANCE_INTERVAL_S
+        if since_touch >= LAST_SEEN_INTERVAL_S:
+            since_touch = 0.0
+            now = time.time()
+            seen = {
+                r.node_id: now - servicer.membership.heartbeat_age(r)
+                for r in servicer.membership.nodes.values()
+            }
+            await servicer.db(servicer.store.touch_nodes, seen)
         since_expiry += MAINTENANCE_INTERVAL_S
-        if since_expiry >= UPLOAD_EXPIRY_INTERVAL_S:
+        if since_expiry >= expiry_interval:
             since_expiry = 0.0
             try:
                 await servicer.expire_uploads_once()
@@ -47,10 +63,16 @@ async def serve(config: CoordinatorConfig, shutdown: asyncio.Event) -> None:
     data_dir = Path(config.data_dir)
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     store = MetadataStore(data_dir / "metadata.sqlite3")
-    membership = Membership(config.heartbeat_timeout)
+    membership = Membership(config.heartbeat_timeout, config.down_after, config.repair_after)
     for node in store.nodes():
-        membership.upsert(node.node_id, node.address, node.zone, node.capacity)
+        membership.load(
+            node.node_id, node.address, node.zone, node.capacity, node.admin_state, node.last_seen
+        )
     servicer = CoordinatorServicer(config, store, membership)
+    for node in store.nodes():
+        if node.admin_state == DRAINING:
+            servicer.drain_totals[node.node_id] = node.drain_total
+    await servicer.repair.load()
     server = grpc.aio.server(options=SERVER_OPTIONS)
     pb_grpc.add_CoordinatorServicer_to_server(servicer, server)
     port = server.add_insecure_port(config.listen)
@@ -64,10 +86,12 @@ async def serve(config: CoordinatorConfig, shutdown: asyncio.Event) -> None:
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(maintenance(servicer, shutdown))
+            tasks.create_task(servicer.repair.run(shutdown, startup_grace_s=config.down_after))
+            tasks.create_task(servicer.reconciler.run(shutdown))
             await shutdown.wait()
             await server.stop(config.shutdown_grace)
     finally:
-        servicer.close()
+        await servicer.close()
         with contextlib.suppress(Exception):
             store.close()
     log.info("stopped")

@@ -41,8 +41,25 @@ CREATE TABLE IF NOT EXISTS nodes (
     address TEXT NOT NULL,
     zone TEXT NOT NULL,
     capacity INTEGER NOT NULL,
-    registered REAL NOT NULL
+    registered REAL NOT NULL,
+    admin_state TEXT NOT NULL DEFAULT 'active',
+    last_seen REAL NOT NULL DEFAULT 0,
+    drain_total INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS repair_errors (
+    version_id TEXT NOT NULL,
+    stripe_index INTEGER NOT NULL,
+    shard_index INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_attempt REAL NOT NULL,
+    next_attempt REAL NOT NULL,
+    PRIMARY KEY (version_id, stripe_index, shard_index)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS buckets (
     name TEXT PRIMARY KEY,
     k INTEGER NOT NULL,
@@ -85,7 +102,8 @@ CREATE TABLE IF NOT EXISTS shards (
     node_id TEXT NOT NULL,
     length INTEGER NOT NULL,
     checksum BLOB NOT NULL,
-    state TEXT NOT NULL DEFAULT 'ok' CHECK (state IN ('ok', 'corrupt')),
+    state TEXT NOT NULL DEFAULT 'ok' CHECK (state IN ('ok', 'corrupt', 'missing')),
+    updated REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (version_id, stripe_index, shard_index)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS shards_by_node ON shards (node_id);
@@ -93,6 +111,7 @@ CREATE TABLE IF NOT EXISTS deletions (
     node_id TEXT NOT NULL,
     shard_id TEXT NOT NULL,
     not_before REAL NOT NULL,
+    length INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (node_id, shard_id)
 ) WITHOUT ROWID;
 """
@@ -157,6 +176,35 @@ class NodeRow:
     address: str
     zone: str
     capacity: int
+    admin_state: str = "active"
+    last_seen: float = 0.0
+    drain_total: int = 0
+
+
+@dataclass(frozen=True)
+class RepairStripe:
+    """A stripe that needs shards rebuilt or moved."""
+
+    version_id: str
+    stripe_index: int
+    size: int
+    shard_length: int
+    k: int
+    n: int
+    shards: tuple[ShardRow, ...]
+
+
+@dataclass(frozen=True)
+class RepairErrorRow:
+    version_id: str
+    stripe_index: int
+    shard_index: int
+    bucket: str
+    key: str
+    reason: str
+    attempts: int
+    last_attempt: float
+    next_attempt: float
 
 
 _VERSION_COLUMNS = (
@@ -191,19 +239,76 @@ class MetadataStore:
     # Nodes ---------------------------------------------------------------------------------
 
     def upsert_node(self, node: NodeRow) -> None:
+        now = time.time()
         with self._tx() as db:
             db.execute(
-                "INSERT INTO nodes (node_id, address, zone, capacity, registered) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET "
-                "address = excluded.address, zone = excluded.zone, capacity = excluded.capacity",
-                (node.node_id, node.address, node.zone, node.capacity, time.time()),
+                "INSERT INTO nodes (node_id, address, zone, capacity, registered, last_seen) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET "
+                "address = excluded.address, zone = excluded.zone, capacity = excluded.capacity, "
+                "last_seen = excluded.last_seen",
+                (node.node_id, node.address, node.zone, node.capacity, now, now),
             )
 
     def nodes(self) -> list[NodeRow]:
         rows = self._db.execute(
-            "SELECT node_id, address, zone, capacity FROM nodes ORDER BY node_id"
+            "SELECT node_id, address, zone, capacity, admin_state, last_seen, drain_total "
+            "FROM nodes ORDER BY node_id"
         )
         return [NodeRow(*row) for row in rows]
+
+    def touch_nodes(self, last_seen: dict[str, float]) -> None:
+        """Persist when nodes were last heard from (wall time)."""
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE nodes SET last_seen = ? WHERE node_id = ?",
+                [(seen, node_id) for node_id, seen in last_seen.items()],
+            )
+
+    def set_admin_state(self, node_id: str, admin_state: str) -> int:
+        """Set a node's admin state; returns the shards it holds (the drain total)."""
+        with self._tx() as db:
+            held = self._shards_on(db, node_id)
+            db.execute(
+                "UPDATE nodes SET admin_state = ?, drain_total = ? WHERE node_id = ?",
+                (admin_state, held if admin_state == "draining" else 0, node_id),
+            )
+        return held
+
+    @staticmethod
+    def _shards_on(db: sqlite3.Connection, node_id: str) -> int:
+        row = db.execute("SELECT COUNT(*) FROM shards WHERE node_id = ?", (node_id,)).fetchone()
+        return int(row[0])
+
+    def shards_on(self, node_id: str) -> int:
+        """Shards the manifests place on a node."""
+        return self._shards_on(self._db, node_id)
+
+    def stripes_needing(self, node_id: str, readable: set[str]) -> int:
+        """Stripes that would fall below k healthy shards without this node's shards."""
+        self._set_nodes("live_nodes", readable - {node_id})
+        row = self._db.execute(
+            _STRIPE_HEALTH_CTE + "SELECT COUNT(*) FROM stripe_health h "
+            "JOIN versions v ON v.version_id = h.version_id "
+            "JOIN shards sh ON sh.version_id = h.version_id AND sh.stripe_index = h.stripe_index "
+            "WHERE sh.node_id = ? AND h.healthy < v.k",
+            (node_id,),
+        ).fetchone()
+        return int(row[0])
+
+    def _set_nodes(self, table: str, node_ids: set[str]) -> None:
+        self._db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} (node_id TEXT PRIMARY KEY)")
+        self._db.execute(f"DELETE FROM {table}")
+        self._db.executemany(f"INSERT INTO {table} VALUES (?)", [(n,) for n in node_ids])
+
+    # Settings ------------------------------------------------------------------------------
+
+    def setting(self, name: str, default: str = "") -> str:
+        row = self._db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+        return str(row[0]) if row else default
+
+    def set_setting(self, name: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (name, value))
 
     # Buckets -------------------------------------------------------------------------------
 
@@ -294,10 +399,11 @@ class MetadataStore:
                 "DELETE FROM shards WHERE version_id = ? AND stripe_index = ?",
                 (version_id, stripe.index),
             )
+            now = time.time()
             db.executemany(
-                "INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?, 'ok')",
+                "INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?, 'ok', ?)",
                 [
-                    (version_id, stripe.index, s.shard_index, s.node_id, s.length, s.checksum)
+                    (version_id, stripe.index, s.shard_index, s.node_id, s.length, s.checksum, now)
                     for s in stripe.shards
                 ],
             )
@@ -380,10 +486,11 @@ class MetadataStore:
         db.execute("UPDATE versions SET state = 'deleted' WHERE version_id = ?", (version_id,))
         db.execute(
             "INSERT OR IGNORE INTO deletions SELECT node_id, "
-            "version_id || '.' || stripe_index || '.' || shard_index, ? "
+            "version_id || '.' || stripe_index || '.' || shard_index, ?, length "
             "FROM shards WHERE version_id = ?",
             (not_before, version_id),
         )
+        db.execute("DELETE FROM repair_errors WHERE version_id = ?", (version_id,))
         db.execute("DELETE FROM shards WHERE version_id = ?", (version_id,))
         db.execute("DELETE FROM stripes WHERE version_id = ?", (version_id,))
 
@@ -475,14 +582,15 @@ class MetadataStore:
         params.append(limit)
         return [VersionRow(*r) for r in self._db.execute(sql, params)]
 
-    def mark_corrupt(
-        self, version_id: str, stripe_index: int, shard_index: int, node_id: str
+    def mark_bad(
+        self, version_id: str, stripe_index: int, shard_index: int, node_id: str, state: str
     ) -> bool:
+        """Record that a node's copy of a shard is corrupt or missing (repair rebuilds it)."""
         with self._tx() as db:
             cursor = db.execute(
-                "UPDATE shards SET state = 'corrupt' WHERE version_id = ? AND stripe_index = ? "
+                "UPDATE shards SET state = ? WHERE version_id = ? AND stripe_index = ? "
                 "AND shard_index = ? AND node_id = ?",
-                (version_id, stripe_index, shard_index, node_id),
+                (state, version_id, stripe_index, shard_index, node_id),
             )
             return cursor.rowcount > 0
 
@@ -506,8 +614,22 @@ class MetadataStore:
                 [(node_id, s) for s in shard_ids],
             )
 
-    def pending_deletions(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM deletions").fetchone()[0])
+    def pending_deletions(self) -> tuple[int, int]:
+        """(shards, bytes) queued for removal."""
+        row = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(length), 0) FROM deletions"
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def queue_deletions(
+        self, node_id: str, shards: Sequence[tuple[str, int]], not_before: float
+    ) -> None:
+        """Ask a node to remove shards (shard id, length) once `not_before` has passed."""
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO deletions VALUES (?, ?, ?, ?)",
+                [(node_id, sid, not_before, length) for sid, length in shards],
+            )
 
     # Health --------------------------------------------------------------------------------
 
@@ -517,9 +639,7 @@ class MetadataStore:
 
         A shard is healthy when its state is ok and its node is live.
         """
-        self._db.execute("CREATE TEMP TABLE IF NOT EXISTS live_nodes (node_id TEXT PRIMARY KEY)")
-        self._db.execute("DELETE FROM live_nodes")
-        self._db.executemany("INSERT INTO live_nodes VALUES (?)", [(n,) for n in live_nodes])
+        self._set_nodes("live_nodes", live_nodes)
         objects = self._db.execute(
             _STRIPE_HEALTH_CTE + "SELECT v.version_id, v.size, v.k, v.n, "
             "MIN(COALESCE(h.healthy, v.n)) FROM objects o "
@@ -531,6 +651,189 @@ class MetadataStore:
         ).fetchall()
         return [ObjectHealth(*row) for row in objects], {int(h): int(c) for h, c in histogram}
 
+    def stripe_margins(self) -> dict[int, int]:
+        """Committed stripes by healthy shards minus k (uses the live_nodes of `health`)."""
+        rows = self._db.execute(
+            _STRIPE_HEALTH_CTE + "SELECT h.healthy - v.k, COUNT(*) FROM stripe_health h "
+            "JOIN versions v ON v.version_id = h.version_id GROUP BY h.healthy - v.k"
+        ).fetchall()
+        return {int(m): int(c) for m, c in rows}
+
+    # Repair --------------------------------------------------------------------------------
+
+    def _repair_scope(self, lost: set[str], draining: set[str]) -> None:
+        self._set_nodes("lost_nodes", lost)
+        self._set_nodes("draining_nodes", draining)
+
+    def repair_backlog(self, lost: set[str], draining: set[str]) -> tuple[int, int]:
+        """(shards to rebuild, shards to move off draining nodes) over committed objects."""
+        self._repair_scope(lost, draining)
+        row = self._db.execute(
+            _REPAIR_CTE + "SELECT COALESCE(SUM(n - good), 0), COALESCE(SUM(draining), 0) "
+            "FROM repair_need"
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def repair_candidates(
+        self, lost: set[str], draining: set[str], now: float, limit: int
+    ) -> list[RepairStripe]:
+        """Stripes needing work, fewest good shards first, skipping ones in error backoff."""
+        self._repair_scope(lost, draining)
+        rows = self._db.execute(
+            _REPAIR_CTE + "SELECT r.version_id, r.stripe_index, r.size, r.shard_length, r.k, r.n "
+            "FROM repair_need r WHERE (r.good < r.n OR r.draining > 0) AND NOT EXISTS ("
+            "  SELECT 1 FROM repair_errors e WHERE e.version_id = r.version_id "
+            "  AND e.stripe_index = r.stripe_index AND e.next_attempt > ?) "
+            "ORDER BY r.good - r.k, r.version_id, r.stripe_index LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        result = []
+        for version_id, index, size, length, k, n in rows:
+            shards = tuple(
+                ShardRow(*s)
+                for s in self._db.execute(
+                    "SELECT shard_index, node_id, length, checksum, state FROM shards "
+                    "WHERE version_id = ? AND stripe_index = ? ORDER BY shard_index",
+                    (version_id, index),
+                )
+            )
+            result.append(RepairStripe(version_id, index, size, length, k, n, shards))
+        return result
+
+    def record_rebuilt(
+        self,
+        version_id: str,
+        stripe_index: int,
+        shard: ShardRow,
+        old_node: str | None,
+        old_length: int,
+        delete_grace_s: float,
+    ) -> bool:
+        """Point the manifest at a rebuilt shard; False if the object changed meanwhile."""
+        sid = f"{version_id}.{stripe_index}.{shard.shard_index}"
+        now = time.time()
+        with self._tx() as db:
+            current = db.execute(
+                "SELECT 1 FROM versions v JOIN stripes s ON s.version_id = v.version_id "
+                "WHERE v.version_id = ? AND v.state = 'committed' AND s.stripe_index = ?",
+                (version_id, stripe_index),
+            ).fetchone()
+            if current is None:
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?, 'ok', ?)",
+                (
+                    version_id,
+                    stripe_index,
+                    shard.shard_index,
+                    shard.node_id,
+                    shard.length,
+                    shard.checksum,
+                    now,
+                ),
+            )
+            db.execute(
+                "DELETE FROM repair_errors WHERE version_id = ? AND stripe_index = ? "
+                "AND shard_index = ?",
+                (version_id, stripe_index, shard.shard_index),
+            )
+            db.execute(
+                "DELETE FROM deletions WHERE node_id = ? AND shard_id = ?", (shard.node_id, sid)
+            )
+            if old_node and old_node != shard.node_id:
+                db.execute(
+                    "INSERT OR IGNORE INTO deletions VALUES (?, ?, ?, ?)",
+                    (old_node, sid, now + delete_grace_s, old_length),
+                )
+        return True
+
+    def record_repair_error(
+        self, version_id: str, stripe_index: int, shard_index: int, reason: str, now: float
+    ) -> None:
+        """Remember why a shard could not be rebuilt; retried later with growing backoff."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT attempts FROM repair_errors WHERE version_id = ? AND stripe_index = ? "
+                "AND shard_index = ?",
+                (version_id, stripe_index, shard_index),
+            ).fetchone()
+            attempts = (row[0] if row else 0) + 1
+            backoff = min(2.0 ** min(attempts, 6), 60.0)
+            db.execute(
+                "INSERT OR REPLACE INTO repair_errors VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (version_id, stripe_index, shard_index, reason, attempts, now, now + backoff),
+            )
+
+    def repair_errors(self, limit: int) -> tuple[list[RepairErrorRow], int]:
+        """Recorded repair errors, most recent first, and their total count."""
+        total = int(self._db.execute("SELECT COUNT(*) FROM repair_errors").fetchone()[0])
+        rows = self._db.execute(
+            "SELECT e.version_id, e.stripe_index, e.shard_index, COALESCE(v.bucket, ''), "
+            "COALESCE(v.key, ''), e.reason, e.attempts, e.last_attempt, e.next_attempt "
+            "FROM repair_errors e LEFT JOIN versions v ON v.version_id = e.version_id "
+            "ORDER BY e.last_attempt DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [RepairErrorRow(*r) for r in rows], total
+
+    # Reconciliation ------------------------------------------------------------------------
+
+    def node_references(self, node_id: str) -> dict[str, float]:
+        """Shard ids the manifests (committed or pending) place on a node, with update time."""
+        rows = self._db.execute(
+            "SELECT version_id || '.' || stripe_index || '.' || shard_index, updated "
+            "FROM shards WHERE node_id = ?",
+            (node_id,),
+        )
+        return {sid: float(updated) for sid, updated in rows}
+
+    def version_states(self, version_ids: set[str]) -> dict[str, str]:
+        """State of each known version id (unknown ids are absent)."""
+        states: dict[str, str] = {}
+        ids = sorted(version_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for version_id, state in self._db.execute(
+                f"SELECT version_id, state FROM versions WHERE version_id IN ({marks})", chunk
+            ):
+                states[version_id] = state
+        return states
+
+    def mark_missing(self, node_id: str, shard_ids: Sequence[str], older_than: float) -> int:
+        """Mark shards a node does not have as missing (unless updated since `older_than`)."""
+        marked = 0
+        with self._tx() as db:
+            for sid in shard_ids:
+                version_id, stripe, index = sid.split(".")
+                marked += db.execute(
+                    "UPDATE shards SET state = 'missing' WHERE version_id = ? AND stripe_index = ? "
+                    "AND shard_index = ? AND node_id = ? AND state = 'ok' AND updated < ?",
+                    (version_id, int(stripe), int(index), node_id, older_than),
+                ).rowcount
+        return marked
+
+    def queued_for(self, node_id: str) -> set[str]:
+        return {
+            r[0]
+            for r in self._db.execute(
+                "SELECT shard_id FROM deletions WHERE node_id = ?", (node_id,)
+            )
+        }
+
+
+_REPAIR_CTE = (
+    "WITH repair_need AS (SELECT st.version_id, st.stripe_index, st.size, st.shard_length, "
+    "v.k, v.n, "
+    "SUM(CASE WHEN sh.state = 'ok' AND ln.node_id IS NULL THEN 1 ELSE 0 END) AS good, "
+    "SUM(CASE WHEN sh.state = 'ok' AND dn.node_id IS NOT NULL THEN 1 ELSE 0 END) AS draining "
+    "FROM objects o JOIN versions v ON v.version_id = o.version_id "
+    "JOIN stripes st ON st.version_id = v.version_id "
+    "LEFT JOIN shards sh ON sh.version_id = st.version_id AND sh.stripe_index = st.stripe_index "
+    "LEFT JOIN lost_nodes ln ON ln.node_id = sh.node_id "
+    "LEFT JOIN draining_nodes dn ON dn.node_id = sh.node_id "
+    "GROUP BY st.version_id, st.stripe_index) "
+)
 
 _STRIPE_HEALTH_CTE = (
     "WITH stripe_health AS (SELECT s.version_id, s.stripe_index, "

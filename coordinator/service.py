@@ -16,14 +16,22 @@ from typing import Any, TypeVar
 
 import grpc.aio
 
+from shoal.common.channels import NodeChannels
 from shoal.common.erasure import check_redundancy
-from shoal.common.errors import InsufficientNodes, InvalidArgument, NotFound
+from shoal.common.errors import InsufficientNodes, InvalidArgument, NotFound, Unavailable
 from shoal.common.ids import is_valid_node_id, new_version_id
 from shoal.common.names import check_bucket_name, check_key
 from shoal.common.placement import place
 from shoal.common.rpc import PROTOCOL_VERSION, unary
 from shoal.coordinator.config import CoordinatorConfig
-from shoal.coordinator.membership import Membership, NodeRecord
+from shoal.coordinator.membership import (
+    ACTIVE,
+    DECOMMISSIONED,
+    DOWN,
+    DRAINING,
+    Membership,
+    NodeRecord,
+)
 from shoal.coordinator.metadata import (
     BucketRow,
     MetadataStore,
@@ -32,6 +40,8 @@ from shoal.coordinator.metadata import (
     StripeRow,
     VersionRow,
 )
+from shoal.coordinator.reconcile import Reconciler
+from shoal.coordinator.repair import RepairScheduler
 from shoal.coordinator.status import build_status
 from shoal.rpc.v1 import common_pb2 as common
 from shoal.rpc.v1 import coordinator_pb2 as pb
@@ -92,15 +102,20 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self.store = store
         self.membership = membership
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metadata")
+        self.channels = NodeChannels()
+        self.repair = RepairScheduler(config, store, membership, self.db, self.channels)
+        self.reconciler = Reconciler(config, store, membership, self.db, self.channels)
+        self.drain_totals: dict[str, int] = {}
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a MetadataStore call on the metadata thread."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        await self.channels.close()
         self._executor.shutdown(wait=True)
 
-    def node_info(self, record: NodeRecord) -> common.NodeInfo:
+    def node_info(self, record: NodeRecord, drain_remaining: int = 0) -> common.NodeInfo:
         return common.NodeInfo(
             node_id=record.node_id,
             address=record.address,
@@ -111,6 +126,14 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             shard_count=record.shard_count,
             last_heartbeat_age_s=self.membership.heartbeat_age(record),
             down_for_s=self.membership.down_for(record),
+            admin_state=record.admin_state,
+            repair_in_s=self.membership.repair_in(record),
+            scrub_running=record.scrub_running,
+            scrub_bytes_done=record.scrub_bytes_done,
+            scrub_bytes_total=record.scrub_bytes_total,
+            corrupt_found=record.corrupt_found,
+            drain_total_shards=self.drain_totals.get(record.node_id, 0),
+            drain_remaining_shards=drain_remaining,
         )
 
     # Membership ----------------------------------------------------------------------------
@@ -128,6 +151,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             raise InvalidArgument(f"invalid node id {request.node_id!r}")
         if ":" not in request.address:
             raise InvalidArgument(f"invalid node address {request.address!r}")
+        known = self.membership.nodes.get(request.node_id)
+        if known is not None and known.admin_state == DECOMMISSIONED:
+            raise InvalidArgument(
+                f"node {request.node_id} was removed from the cluster; wipe its data directory "
+                "to join again as a new node"
+            )
         await self.db(
             self.store.upsert_node,
             NodeRow(request.node_id, request.address, request.zone, request.capacity_bytes),
@@ -135,6 +164,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self.membership.upsert(
             request.node_id, request.address, request.zone, request.capacity_bytes
         )
+        self.reconciler.request(request.node_id)
         log.info(
             "node registered",
             extra={"node_id": request.node_id, "address": request.address, "zone": request.zone},
@@ -145,17 +175,22 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     async def Heartbeat(
         self, request: pb.HeartbeatRequest, context: Context
     ) -> pb.HeartbeatResponse:
-        known = self.membership.heartbeat(
+        record = self.membership.heartbeat(
             request.node_id, request.capacity_bytes, request.used_bytes, request.shard_count
         )
-        if not known:
+        if record is None:
             return pb.HeartbeatResponse(reregister=True)
+        record.scrub_running = request.scrub_running
+        record.scrub_bytes_done = request.scrub_bytes_done
+        record.scrub_bytes_total = request.scrub_bytes_total
+        record.corrupt_found = request.corrupt_found
+        scrub_now, record.scrub_requested = record.scrub_requested, False
         if request.deleted_shard_ids:
             await self.db(
                 self.store.confirm_deletions, request.node_id, list(request.deleted_shard_ids)
             )
         due = await self.db(self.store.due_deletions, request.node_id, time.time())
-        return pb.HeartbeatResponse(delete_shard_ids=due)
+        return pb.HeartbeatResponse(delete_shard_ids=due, scrub_now=scrub_now)
 
     # Buckets -------------------------------------------------------------------------------
 
@@ -168,7 +203,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             raise InvalidArgument(
                 f"invalid write quorum {write_quorum}: must be between k+1={k + 1} and n={n}"
             )
-        known = len(self.membership.nodes)
+        known = self.membership.known_count()
         if n > known:
             raise InsufficientNodes(
                 f"n={n} shards per stripe need {n} distinct nodes, the cluster knows {known}",
@@ -411,20 +446,23 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self, request: pb.ReportCorruptShardsRequest, context: Context
     ) -> pb.ReportCorruptShardsResponse:
         for shard in request.shards:
+            state = "missing" if shard.reason.startswith("missing") else "corrupt"
             marked = await self.db(
-                self.store.mark_corrupt,
+                self.store.mark_bad,
                 shard.version_id,
                 shard.stripe_index,
                 shard.shard_index,
                 shard.node_id,
+                state,
             )
             log.warning(
-                "corrupt shard reported",
+                "bad shard reported",
                 extra={
                     "version_id": shard.version_id,
                     "stripe": shard.stripe_index,
                     "shard": shard.shard_index,
                     "node_id": shard.node_id,
+                    "state": state,
                     "reason": shard.reason,
                     "recorded": marked,
                 },
@@ -437,21 +475,119 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     async def ClusterStatus(
         self, request: pb.ClusterStatusRequest, context: Context
     ) -> pb.ClusterStatusResponse:
-        live = self.membership.up_ids()
-        health, histogram = await self.db(self.store.health, live)
+        readable = self.membership.readable_ids()
+        health, histogram = await self.db(self.store.health, readable)
+        margins = await self.db(self.store.stripe_margins)
         buckets = await self.db(self.store.buckets)
-        pending = await self.db(self.store.pending_deletions)
-        return build_status(
-            self.config,
-            [
-                self.node_info(r)
-                for r in sorted(self.membership.nodes.values(), key=lambda r: r.node_id)
-            ],
-            health,
-            histogram,
-            len(buckets),
-            pending,
+        pending, pending_bytes = await self.db(self.store.pending_deletions)
+        nodes = []
+        for record in sorted(self.membership.nodes.values(), key=lambda r: r.node_id):
+            remaining = 0
+            if record.admin_state == DRAINING:
+                remaining = await self.db(self.store.shards_on, record.node_id)
+            nodes.append(self.node_info(record, remaining))
+        progress = self.repair.progress
+        repair = pb.RepairStatus(
+            held=self.repair.held,
+            shards_done=progress.done,
+            shards_remaining=progress.remaining,
+            bytes_done=progress.bytes_done,
+            rate_bytes_s=progress.rate,
+            eta_s=progress.eta,
+            errors=progress.errors,
+            episode_started=progress.started,
+            shards_to_move=progress.to_move,
+            mean_rebuild_s=progress.mean_rebuild_s,
         )
+        orphaned = pending_bytes + sum(self.reconciler.waiting_orphan_bytes.values())
+        return build_status(
+            self.config, nodes, health, histogram, margins, len(buckets), pending, repair, orphaned
+        )
+
+    @unary
+    async def SetRepairHold(
+        self, request: pb.SetRepairHoldRequest, context: Context
+    ) -> pb.SetRepairHoldResponse:
+        await self.repair.set_held(request.held)
+        return pb.SetRepairHoldResponse(held=self.repair.held)
+
+    @unary
+    async def ListRepairErrors(
+        self, request: pb.ListRepairErrorsRequest, context: Context
+    ) -> pb.ListRepairErrorsResponse:
+        rows, total = await self.db(self.store.repair_errors, min(request.limit or 100, 1000))
+        return pb.ListRepairErrorsResponse(
+            errors=[
+                pb.RepairError(
+                    version_id=r.version_id,
+                    stripe_index=r.stripe_index,
+                    shard_index=r.shard_index,
+                    bucket=r.bucket,
+                    key=r.key,
+                    reason=r.reason,
+                    attempts=r.attempts,
+                    last_attempt=r.last_attempt,
+                    next_attempt=r.next_attempt,
+                )
+                for r in rows
+            ],
+            total=total,
+        )
+
+    def _node(self, node_id: str) -> NodeRecord:
+        record = self.membership.nodes.get(node_id)
+        if record is None:
+            known = ", ".join(sorted(self.membership.nodes)) or "none"
+            raise NotFound(f"no node {node_id!r} (known: {known})")
+        return record
+
+    @unary
+    async def StartScrub(
+        self, request: pb.StartScrubRequest, context: Context
+    ) -> pb.StartScrubResponse:
+        records = [self._node(n) for n in request.node_ids] or [
+            self.membership.nodes[n] for n in sorted(self.membership.readable_ids())
+        ]
+        for record in records:
+            if record.state in (DOWN, DECOMMISSIONED):
+                raise Unavailable(f"node {record.node_id} is {record.state}; it cannot scrub now")
+            record.scrub_requested = True
+        return pb.StartScrubResponse(node_ids=[r.node_id for r in records])
+
+    @unary
+    async def DrainNode(
+        self, request: pb.DrainNodeRequest, context: Context
+    ) -> pb.DrainNodeResponse:
+        record = self._node(request.node_id)
+        if record.admin_state == DECOMMISSIONED:
+            raise InvalidArgument(f"node {record.node_id} was removed; it cannot be drained")
+        state = ACTIVE if request.cancel else DRAINING
+        held = await self.db(self.store.set_admin_state, record.node_id, state)
+        self.membership.set_admin_state(record.node_id, state)
+        if state == DRAINING:
+            self.drain_totals[record.node_id] = held
+        else:
+            self.drain_totals.pop(record.node_id, None)
+        return pb.DrainNodeResponse(shards_to_move=held if state == DRAINING else 0)
+
+    @unary
+    async def RemoveNode(
+        self, request: pb.RemoveNodeRequest, context: Context
+    ) -> pb.RemoveNodeResponse:
+        record = self._node(request.node_id)
+        needed = await self.db(
+            self.store.stripes_needing, record.node_id, self.membership.readable_ids()
+        )
+        if needed:
+            raise Unavailable(
+                f"refusing to remove {record.node_id}: {needed} stripes would drop below k "
+                "healthy shards without it; drain it first "
+                f"(clusterctl node drain {record.node_id})"
+            )
+        held = await self.db(self.store.set_admin_state, record.node_id, DECOMMISSIONED)
+        self.membership.set_admin_state(record.node_id, DECOMMISSIONED)
+        self.drain_totals.pop(record.node_id, None)
+        return pb.RemoveNodeResponse(shards_left=held)
 
     async def expire_uploads_once(self) -> None:
         """Abort uploads that stayed uncommitted past `upload_timeout`."""

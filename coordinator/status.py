@@ -24,16 +24,22 @@ def build_status(
     nodes: Sequence[common.NodeInfo],
     health: Sequence[ObjectHealth],
     histogram: dict[int, int],
+    stripe_margins: dict[int, int],
     bucket_count: int,
     pending_deletions: int,
+    repair: pb.RepairStatus,
+    orphaned_bytes: int,
 ) -> pb.ClusterStatusResponse:
     """Assemble ClusterStatusResponse from membership and metadata queries."""
     counts = {"healthy": 0, "degraded": 0, "unavailable": 0}
     sizes = dict.fromkeys(counts, 0)
+    by_margin: dict[int, int] = {}
     for item in health:
         label = classify(item.min_healthy_shards, item.k, item.n)
         counts[label] += 1
         sizes[label] += item.size
+        margin = item.min_healthy_shards - item.k
+        by_margin[margin] = by_margin.get(margin, 0) + 1
     raw = sum(node.capacity_bytes for node in nodes)
     used = sum(node.used_bytes for node in nodes)
     usable = (raw - used) * config.default_k // config.default_n
@@ -51,4 +57,10 @@ def build_status(
         heartbeat_timeout_s=config.heartbeat_timeout,
         stripes_by_healthy_shards=[histogram.get(i, 0) for i in range(width)],
         pending_shard_deletions=pending_deletions,
+        repair=repair,
+        orphaned_bytes=orphaned_bytes,
+        stripes_by_margin=stripe_margins,
+        objects_by_margin=by_margin,
+        down_after_s=config.down_after,
+        repair_after_s=config.repair_after,
     )

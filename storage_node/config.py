@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from shoal.common.config import setting
 from shoal.common.errors import ConfigError
 from shoal.common.ids import is_valid_node_id
+from shoal.common.units import MiB
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,17 @@ class NodeConfig:
         1.0, "seconds between heartbeats to the coordinator", unit="seconds"
     )
     rpc_timeout: float = setting(10.0, "timeout of calls to the coordinator", unit="seconds")
+    scrub_rate: int = setting(
+        16 * MiB, "bytes/s the background scrubber may read to re-verify shards", unit="bytes"
+    )
+    scrub_interval: float = setting(
+        7 * 86400.0,
+        "seconds between background scrub passes (clusterctl scrub starts one now)",
+        unit="seconds",
+    )
+    repair_timeout: float = setting(
+        10.0, "timeout of each shard read from a peer while rebuilding", unit="seconds"
+    )
     shutdown_grace: float = setting(
         5.0, "seconds in-flight RPCs get to finish on SIGTERM", unit="seconds"
     )
@@ -51,3 +63,5 @@ class NodeConfig:
             raise ConfigError("invalid value for 'capacity': must be >= 0")
         if self.heartbeat_interval <= 0:
             raise ConfigError("invalid value for 'heartbeat_interval': must be > 0")
+        if self.scrub_rate <= 0 or self.scrub_interval <= 0:
+            raise ConfigError("invalid value for 'scrub_rate' or 'scrub_interval': must be > 0")

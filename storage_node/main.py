@@ -19,6 +19,7 @@ from shoal.common.rpc import SERVER_OPTIONS
 from shoal.rpc.v1 import storage_pb2_grpc as pb_grpc
 from shoal.storage_node.config import NodeConfig
 from shoal.storage_node.membership import Membership
+from shoal.storage_node.scrubber import Scrubber
 from shoal.storage_node.service import StorageNodeServicer
 from shoal.storage_node.shard_store import ShardStore
 
@@ -50,7 +51,7 @@ async def serve(config: NodeConfig, shutdown: asyncio.Event) -> None:
     node_id = resolve_node_id(data_dir, config.node_id)
     store = await asyncio.to_thread(ShardStore, data_dir, config.capacity)
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    servicer = StorageNodeServicer(store, node_id)
+    servicer = StorageNodeServicer(store, node_id, config.repair_timeout)
     pb_grpc.add_StorageNodeServicer_to_server(servicer, server)
     port = server.add_insecure_port(config.listen)
     if port == 0:
@@ -60,19 +61,29 @@ async def serve(config: NodeConfig, shutdown: asyncio.Event) -> None:
     address = config.advertise or f"{host}:{port}"
     log.info("serving", extra={"node_id": node_id, "address": address, "shards": store.shard_count})
     membership = Membership(config, store, node_id, address)
+    scrubber = Scrubber(store, config.scrub_rate, config.scrub_interval, membership.report_bad)
+    membership.scrubber = scrubber
     try:
         async with asyncio.TaskGroup() as tasks:
             if await membership.register(shutdown):
                 if config.ready_file:
                     write_ready_file(config.ready_file, {"address": address, "node_id": node_id})
                 tasks.create_task(membership.run(shutdown))
+                tasks.create_task(scrubber.run(shutdown))
             await shutdown.wait()
             await server.stop(config.shutdown_grace)
     finally:
         await membership.close()
+        await servicer.channels.close()
     log.info(
         "stopped",
-        extra={"node_id": node_id, "bytes_in": servicer.bytes_in, "bytes_out": servicer.bytes_out},
+        extra={
+            "node_id": node_id,
+            "bytes_in": servicer.bytes_in,
+            "bytes_out": servicer.bytes_out,
+            "rebuilt": servicer.rebuilt,
+            "scrub_passes": scrubber.passes,
+        },
     )
 
 

@@ -13,10 +13,12 @@ import logging
 import grpc.aio
 
 from shoal.common.lifecycle import sleep_or_shutdown
+from shoal.common.names import parse_shard_id
 from shoal.common.rpc import PROTOCOL_VERSION, insecure_channel
 from shoal.rpc.v1 import coordinator_pb2 as cpb
 from shoal.rpc.v1 import coordinator_pb2_grpc as cpb_grpc
 from shoal.storage_node.config import NodeConfig
+from shoal.storage_node.scrubber import Scrubber
 from shoal.storage_node.shard_store import ShardStore
 
 log = logging.getLogger(__name__)
@@ -25,7 +27,15 @@ log = logging.getLogger(__name__)
 class Membership:
     """Registers the node and runs the heartbeat loop."""
 
-    def __init__(self, config: NodeConfig, store: ShardStore, node_id: str, address: str) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        store: ShardStore,
+        node_id: str,
+        address: str,
+        scrubber: Scrubber | None = None,
+    ) -> None:
+        self.scrubber = scrubber
         self.config = config
         self.store = store
         self.node_id = node_id
@@ -73,6 +83,10 @@ class Membership:
                     used_bytes=self.store.used_bytes,
                     shard_count=self.store.shard_count,
                     deleted_shard_ids=deleted,
+                    scrub_running=bool(self.scrubber and self.scrubber.running),
+                    scrub_bytes_done=self.scrubber.bytes_done if self.scrubber else 0,
+                    scrub_bytes_total=self.scrubber.bytes_total if self.scrubber else 0,
+                    corrupt_found=self.store.corrupt_found,
                 ),
                 timeout=self.config.rpc_timeout,
             )
@@ -82,6 +96,8 @@ class Membership:
             return
         if reply.reregister:
             self.registered.clear()
+        if reply.scrub_now and self.scrubber is not None:
+            self.scrubber.trigger()
         if reply.delete_shard_ids:
             done = await asyncio.to_thread(self.store.delete, list(reply.delete_shard_ids))
             self._deleted.extend(done)
@@ -95,6 +111,27 @@ class Membership:
             await self.heartbeat_once()
             if await sleep_or_shutdown(shutdown, self.config.heartbeat_interval):
                 return
+
+    async def report_bad(self, bad: list[tuple[str, str]]) -> None:
+        """Tell the coordinator about shards that failed verification here."""
+        shards = []
+        for sid, reason in bad:
+            version_id, stripe, index = parse_shard_id(sid)
+            shards.append(
+                cpb.CorruptShard(
+                    version_id=version_id,
+                    stripe_index=stripe,
+                    shard_index=index,
+                    node_id=self.node_id,
+                    reason=f"checksum mismatch found by scrub: {reason}",
+                )
+            )
+        try:
+            await self._stub.ReportCorruptShards(
+                cpb.ReportCorruptShardsRequest(shards=shards), timeout=self.config.rpc_timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.warning("could not report corrupt shards", extra={"error": exc.code().name})
 
     async def close(self) -> None:
         await self._channel.close()

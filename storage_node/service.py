@@ -14,11 +14,13 @@ from typing import Any
 
 import grpc.aio
 
+from shoal.common.channels import NodeChannels
 from shoal.common.errors import CorruptData, InvalidArgument
 from shoal.common.rpc import STREAM_CHUNK_BYTES, streaming, unary
 from shoal.common.units import MiB
 from shoal.rpc.v1 import storage_pb2 as pb
 from shoal.rpc.v1 import storage_pb2_grpc as pb_grpc
+from shoal.storage_node.rebuild import rebuild_shard
 from shoal.storage_node.shard_store import ShardCorrupt, ShardMeta, ShardStore, ShardWriter
 
 log = logging.getLogger(__name__)
@@ -33,9 +35,12 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class StorageNodeServicer(pb_grpc.StorageNodeServicer):
     """The StorageNode gRPC service over one ShardStore."""
 
-    def __init__(self, store: ShardStore, node_id: str) -> None:
+    def __init__(self, store: ShardStore, node_id: str, repair_timeout_s: float = 10.0) -> None:
         self.store = store
         self.node_id = node_id
+        self.channels = NodeChannels()
+        self.repair_timeout_s = repair_timeout_s
+        self.rebuilt = 0
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -108,12 +113,33 @@ class StorageNodeServicer(pb_grpc.StorageNodeServicer):
     async def ListShards(
         self, request: pb.ListShardsRequest, context: Context
     ) -> AsyncIterator[pb.ListShardsResponse]:
-        inventory = await asyncio.to_thread(lambda: list(self.store.inventory()))
+        inventory = await asyncio.to_thread(lambda: list(self.store.listing()))
         for start in range(0, len(inventory), LIST_BATCH):
             batch = inventory[start : start + LIST_BATCH]
             yield pb.ListShardsResponse(
-                shards=[pb.ShardSummary(shard_id=s, length=n) for s, n in batch]
+                shards=[pb.ShardSummary(shard_id=s, length=n, mtime=m) for s, n, m in batch]
             )
+
+    @unary
+    async def RebuildShard(
+        self, request: pb.RebuildShardRequest, context: Context
+    ) -> pb.RebuildShardResponse:
+        if not 1 <= request.k < request.n or request.shard_index >= request.n:
+            raise InvalidArgument("RebuildShard: inconsistent k, n or shard index")
+        timeout = min(request.timeout_s or self.repair_timeout_s, self.repair_timeout_s)
+        length, read, checksum = await rebuild_shard(self.store, self.channels, request, timeout)
+        self.rebuilt += 1
+        self.bytes_in += read
+        log.info(
+            "shard rebuilt",
+            extra={
+                "version_id": request.version_id,
+                "stripe": request.stripe_index,
+                "shard": request.shard_index,
+                "bytes_read": read,
+            },
+        )
+        return pb.RebuildShardResponse(length=length, bytes_read=read, checksum=checksum)
 
 
 def _write_all(writer: ShardWriter, pieces: list[bytes]) -> None:

@@ -257,11 +257,17 @@ class ShardStore:
 
     def inventory(self) -> Iterator[tuple[str, int]]:
         """Every stored shard id with its data length."""
+        for shard_id, length, _mtime in self.listing():
+            yield shard_id, length
+
+    def listing(self) -> Iterator[tuple[str, int, float]]:
+        """Every stored shard id with its data length and file modification time."""
         for sub in sorted(self._shards.iterdir()):
             with os.scandir(sub) as entries:
                 for entry in entries:
                     try:
                         size = _recorded_length(Path(entry.path))
+                        mtime = entry.stat().st_mtime
                     except FileNotFoundError:
                         continue
-                    yield entry.name, size
+                    yield entry.name, size, mtime

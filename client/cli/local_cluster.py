@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,15 @@ class ClusterSettings:
     heartbeat_interval_s: float = 0.5
     stripe_bytes: int = 4 * 1024 * 1024
     delete_grace_s: float = 5.0
+    # A dev cluster reacts faster than a production default (30 s down, 15 min repair).
+    down_after_s: float = 6.0
+    repair_after_s: float = 120.0
+    reconcile_interval_s: float = 60.0
+    orphan_grace_s: float = 60.0
+    upload_timeout_s: float = 3600.0
+    scrub_interval_s: float = 86400.0
+    scrub_rate: int = 64 * 1024 * 1024
+    repair_bandwidth: int = 256 * 1024 * 1024
 
 
 def pid_alive(pid: int) -> bool:
@@ -100,7 +109,9 @@ class LocalCluster:
     # State ---------------------------------------------------------------------------------
 
     def _load(self, data: dict[str, Any]) -> None:
-        self.settings = ClusterSettings(**data.get("settings", {}))
+        known = {f.name for f in fields(ClusterSettings)}
+        saved = {k: v for k, v in data.get("settings", {}).items() if k in known}
+        self.settings = ClusterSettings(**saved)
         if data.get("coordinator"):
             self.coordinator = DaemonState(**data["coordinator"])
         self.nodes = {name: DaemonState(**d) for name, d in data.get("nodes", {}).items()}
@@ -194,28 +205,29 @@ class LocalCluster:
 
     def _coordinator_flags(self) -> list[str]:
         s = self.settings
-        return [
-            "--heartbeat-timeout",
-            str(s.heartbeat_timeout_s),
-            "--default-k",
-            str(s.k),
-            "--default-n",
-            str(s.n),
-            "--stripe-bytes",
-            str(s.stripe_bytes),
-            "--delete-grace",
-            str(s.delete_grace_s),
-        ]
+        flags = {
+            "--heartbeat-timeout": s.heartbeat_timeout_s,
+            "--down-after": max(s.down_after_s, s.heartbeat_timeout_s),
+            "--repair-after": s.repair_after_s,
+            "--reconcile-interval": s.reconcile_interval_s,
+            "--orphan-grace": s.orphan_grace_s,
+            "--upload-timeout": s.upload_timeout_s,
+            "--repair-bandwidth": s.repair_bandwidth,
+            "--default-k": s.k,
+            "--default-n": s.n,
+            "--stripe-bytes": s.stripe_bytes,
+            "--delete-grace": s.delete_grace_s,
+        }
+        return [part for flag, value in flags.items() for part in (flag, str(value))]
 
     def _node_flags(self, daemon: DaemonState) -> list[str]:
         flags = [
-            "--coordinator",
-            self.address,
-            "--node-id",
-            daemon.name,
-            "--heartbeat-interval",
-            str(self.settings.heartbeat_interval_s),
-        ]
+            "--coordinator", self.address,
+            "--node-id", daemon.name,
+            "--heartbeat-interval", str(self.settings.heartbeat_interval_s),
+            "--scrub-interval", str(self.settings.scrub_interval_s),
+            "--scrub-rate", str(self.settings.scrub_rate),
+        ]  # fmt: skip
         if daemon.zone:
             flags += ["--zone", daemon.zone]
         return flags

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable
@@ -12,15 +13,28 @@ from shoal.client.cli.local_cluster import ClusterSettings, LocalCluster
 from shoal.common.names import shard_id
 
 # Small stripes make multi-stripe objects cheap; fast heartbeats make failure detection quick.
-# The timeout leaves room for heartbeats delayed while a 2-core machine is saturated by a
-# large transfer (2 s was too tight: the 256 MiB test made every node look down).
+# `down_after` leaves room for heartbeats delayed while a 2-core machine is saturated by a
+# large transfer (2 s was too tight: the 256 MiB test made every node look down). Repair is
+# kept out of the way here; tests of repair use REPAIR_SETTINGS.
 TEST_SETTINGS = ClusterSettings(
     k=4,
     n=6,
-    heartbeat_timeout_s=5.0,
+    heartbeat_timeout_s=2.0,
+    down_after_s=5.0,
+    repair_after_s=3600.0,
     heartbeat_interval_s=0.2,
     stripe_bytes=1024 * 1024,
     delete_grace_s=0.5,
+)
+# Self-healing tests: nodes count as down after 3 s and are repaired 2 s later; orphans are
+# collected after 2 s; reconciliation runs every 2 s.
+REPAIR_SETTINGS = dataclasses.replace(
+    TEST_SETTINGS,
+    down_after_s=3.0,
+    repair_after_s=2.0,
+    reconcile_interval_s=2.0,
+    orphan_grace_s=2.0,
+    upload_timeout_s=3.0,
 )
 
 

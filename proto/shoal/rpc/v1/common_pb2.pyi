@@ -33,6 +33,14 @@ class NodeInfo(_message.Message):
     SHARD_COUNT_FIELD_NUMBER: _builtins.int
     LAST_HEARTBEAT_AGE_S_FIELD_NUMBER: _builtins.int
     DOWN_FOR_S_FIELD_NUMBER: _builtins.int
+    ADMIN_STATE_FIELD_NUMBER: _builtins.int
+    REPAIR_IN_S_FIELD_NUMBER: _builtins.int
+    SCRUB_RUNNING_FIELD_NUMBER: _builtins.int
+    SCRUB_BYTES_DONE_FIELD_NUMBER: _builtins.int
+    SCRUB_BYTES_TOTAL_FIELD_NUMBER: _builtins.int
+    CORRUPT_FOUND_FIELD_NUMBER: _builtins.int
+    DRAIN_TOTAL_SHARDS_FIELD_NUMBER: _builtins.int
+    DRAIN_REMAINING_SHARDS_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     address: _builtins.str
     zone: _builtins.str
@@ -45,6 +53,18 @@ class NodeInfo(_message.Message):
     """Seconds since the last heartbeat (0 when never seen)."""
     down_for_s: _builtins.float
     """Seconds the node has been down (0 unless state is down)."""
+    admin_state: _builtins.str
+    """Operator state: active, draining, decommissioned."""
+    repair_in_s: _builtins.float
+    """For a down node: seconds until repair of its shards starts (0 once it has)."""
+    scrub_running: _builtins.bool
+    """Background scrub of this node's shards."""
+    scrub_bytes_done: _builtins.int
+    scrub_bytes_total: _builtins.int
+    corrupt_found: _builtins.int
+    drain_total_shards: _builtins.int
+    """For a draining node: shards it held when the drain started, and still holds."""
+    drain_remaining_shards: _builtins.int
     def __init__(
         self,
         *,
@@ -57,10 +77,18 @@ class NodeInfo(_message.Message):
         shard_count: _builtins.int = ...,
         last_heartbeat_age_s: _builtins.float = ...,
         down_for_s: _builtins.float = ...,
+        admin_state: _builtins.str = ...,
+        repair_in_s: _builtins.float = ...,
+        scrub_running: _builtins.bool = ...,
+        scrub_bytes_done: _builtins.int = ...,
+        scrub_bytes_total: _builtins.int = ...,
+        corrupt_found: _builtins.int = ...,
+        drain_total_shards: _builtins.int = ...,
+        drain_remaining_shards: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capacity_bytes", b"capacity_bytes", "down_for_s", b"down_for_s", "last_heartbeat_age_s", b"last_heartbeat_age_s", "node_id", b"node_id", "shard_count", b"shard_count", "state", b"state", "used_bytes", b"used_bytes", "zone", b"zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "admin_state", b"admin_state", "capacity_bytes", b"capacity_bytes", "corrupt_found", b"corrupt_found", "down_for_s", b"down_for_s", "drain_remaining_shards", b"drain_remaining_shards", "drain_total_shards", b"drain_total_shards", "last_heartbeat_age_s", b"last_heartbeat_age_s", "node_id", b"node_id", "repair_in_s", b"repair_in_s", "scrub_bytes_done", b"scrub_bytes_done", "scrub_bytes_total", b"scrub_bytes_total", "scrub_running", b"scrub_running", "shard_count", b"shard_count", "state", b"state", "used_bytes", b"used_bytes", "zone", b"zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -81,10 +81,18 @@ class HeartbeatRequest(_message.Message):
     USED_BYTES_FIELD_NUMBER: _builtins.int
     SHARD_COUNT_FIELD_NUMBER: _builtins.int
     DELETED_SHARD_IDS_FIELD_NUMBER: _builtins.int
+    SCRUB_RUNNING_FIELD_NUMBER: _builtins.int
+    SCRUB_BYTES_DONE_FIELD_NUMBER: _builtins.int
+    SCRUB_BYTES_TOTAL_FIELD_NUMBER: _builtins.int
+    CORRUPT_FOUND_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     capacity_bytes: _builtins.int
     used_bytes: _builtins.int
     shard_count: _builtins.int
+    scrub_running: _builtins.bool
+    scrub_bytes_done: _builtins.int
+    scrub_bytes_total: _builtins.int
+    corrupt_found: _builtins.int
     @_builtins.property
     def deleted_shard_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Shard ids the node removed since the last heartbeat, as the coordinator asked."""
@@ -97,10 +105,14 @@ class HeartbeatRequest(_message.Message):
         used_bytes: _builtins.int = ...,
         shard_count: _builtins.int = ...,
         deleted_shard_ids: _abc.Iterable[_builtins.str] | None = ...,
+        scrub_running: _builtins.bool = ...,
+        scrub_bytes_done: _builtins.int = ...,
+        scrub_bytes_total: _builtins.int = ...,
+        corrupt_found: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity_bytes", b"capacity_bytes", "deleted_shard_ids", b"deleted_shard_ids", "node_id", b"node_id", "shard_count", b"shard_count", "used_bytes", b"used_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity_bytes", b"capacity_bytes", "corrupt_found", b"corrupt_found", "deleted_shard_ids", b"deleted_shard_ids", "node_id", b"node_id", "scrub_bytes_done", b"scrub_bytes_done", "scrub_bytes_total", b"scrub_bytes_total", "scrub_running", b"scrub_running", "shard_count", b"shard_count", "used_bytes", b"used_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -112,10 +124,13 @@ class HeartbeatResponse(_message.Message):
 
     DELETE_SHARD_IDS_FIELD_NUMBER: _builtins.int
     REREGISTER_FIELD_NUMBER: _builtins.int
+    SCRUB_NOW_FIELD_NUMBER: _builtins.int
     reregister: _builtins.bool
     """True when the coordinator does not know this node (for example after losing its
     metadata); the node registers again.
     """
+    scrub_now: _builtins.bool
+    """Start a scrub pass now (clusterctl scrub)."""
     @_builtins.property
     def delete_shard_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Shards the node should remove (their objects were deleted or replaced)."""
@@ -125,10 +140,11 @@ class HeartbeatResponse(_message.Message):
         *,
         delete_shard_ids: _abc.Iterable[_builtins.str] | None = ...,
         reregister: _builtins.bool = ...,
+        scrub_now: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delete_shard_ids", b"delete_shard_ids", "reregister", b"reregister"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delete_shard_ids", b"delete_shard_ids", "reregister", b"reregister", "scrub_now", b"scrub_now"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -909,6 +925,46 @@ Global___HealthCounts: _TypeAlias = HealthCounts  # noqa: Y015
 class ClusterStatusResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class StripesByMarginEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.int
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.int = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class ObjectsByMarginEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.int
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.int = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NODES_FIELD_NUMBER: _builtins.int
     RAW_CAPACITY_BYTES_FIELD_NUMBER: _builtins.int
     USED_BYTES_FIELD_NUMBER: _builtins.int
@@ -921,6 +977,12 @@ class ClusterStatusResponse(_message.Message):
     HEARTBEAT_TIMEOUT_S_FIELD_NUMBER: _builtins.int
     STRIPES_BY_HEALTHY_SHARDS_FIELD_NUMBER: _builtins.int
     PENDING_SHARD_DELETIONS_FIELD_NUMBER: _builtins.int
+    REPAIR_FIELD_NUMBER: _builtins.int
+    ORPHANED_BYTES_FIELD_NUMBER: _builtins.int
+    STRIPES_BY_MARGIN_FIELD_NUMBER: _builtins.int
+    OBJECTS_BY_MARGIN_FIELD_NUMBER: _builtins.int
+    DOWN_AFTER_S_FIELD_NUMBER: _builtins.int
+    REPAIR_AFTER_S_FIELD_NUMBER: _builtins.int
     raw_capacity_bytes: _builtins.int
     used_bytes: _builtins.int
     usable_capacity_bytes: _builtins.int
@@ -930,6 +992,10 @@ class ClusterStatusResponse(_message.Message):
     default_n: _builtins.int
     heartbeat_timeout_s: _builtins.float
     pending_shard_deletions: _builtins.int
+    orphaned_bytes: _builtins.int
+    """Bytes of shards that no object needs, queued for removal or waiting out their grace."""
+    down_after_s: _builtins.float
+    repair_after_s: _builtins.float
     @_builtins.property
     def nodes(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeInfo]: ...
     @_builtins.property
@@ -940,6 +1006,16 @@ class ClusterStatusResponse(_message.Message):
     def stripes_by_healthy_shards(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Stripes by number of healthy shards: index i counts stripes with i healthy shards."""
 
+    @_builtins.property
+    def repair(self) -> Global___RepairStatus: ...
+    @_builtins.property
+    def stripes_by_margin(self) -> _containers.ScalarMap[_builtins.int, _builtins.int]:
+        """Redundancy margin: healthy shards minus k. 0 means one more failure loses data; negative
+        means below k (unreadable). Stripes by their margin, objects by their worst stripe's.
+        """
+
+    @_builtins.property
+    def objects_by_margin(self) -> _containers.ScalarMap[_builtins.int, _builtins.int]: ...
     def __init__(
         self,
         *,
@@ -955,11 +1031,312 @@ class ClusterStatusResponse(_message.Message):
         heartbeat_timeout_s: _builtins.float = ...,
         stripes_by_healthy_shards: _abc.Iterable[_builtins.int] | None = ...,
         pending_shard_deletions: _builtins.int = ...,
+        repair: Global___RepairStatus | None = ...,
+        orphaned_bytes: _builtins.int = ...,
+        stripes_by_margin: _abc.Mapping[_builtins.int, _builtins.int] | None = ...,
+        objects_by_margin: _abc.Mapping[_builtins.int, _builtins.int] | None = ...,
+        down_after_s: _builtins.float = ...,
+        repair_after_s: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["object_bytes", b"object_bytes", "objects", b"objects"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["object_bytes", b"object_bytes", "objects", b"objects", "repair", b"repair"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket_count", b"bucket_count", "default_k", b"default_k", "default_n", b"default_n", "heartbeat_timeout_s", b"heartbeat_timeout_s", "nodes", b"nodes", "object_bytes", b"object_bytes", "objects", b"objects", "pending_shard_deletions", b"pending_shard_deletions", "raw_capacity_bytes", b"raw_capacity_bytes", "stripes_by_healthy_shards", b"stripes_by_healthy_shards", "usable_capacity_bytes", b"usable_capacity_bytes", "used_bytes", b"used_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket_count", b"bucket_count", "default_k", b"default_k", "default_n", b"default_n", "down_after_s", b"down_after_s", "heartbeat_timeout_s", b"heartbeat_timeout_s", "nodes", b"nodes", "object_bytes", b"object_bytes", "objects", b"objects", "objects_by_margin", b"objects_by_margin", "orphaned_bytes", b"orphaned_bytes", "pending_shard_deletions", b"pending_shard_deletions", "raw_capacity_bytes", b"raw_capacity_bytes", "repair", b"repair", "repair_after_s", b"repair_after_s", "stripes_by_healthy_shards", b"stripes_by_healthy_shards", "stripes_by_margin", b"stripes_by_margin", "usable_capacity_bytes", b"usable_capacity_bytes", "used_bytes", b"used_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClusterStatusResponse: _TypeAlias = ClusterStatusResponse  # noqa: Y015
+
+@_typing.final
+class RepairStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HELD_FIELD_NUMBER: _builtins.int
+    SHARDS_DONE_FIELD_NUMBER: _builtins.int
+    SHARDS_REMAINING_FIELD_NUMBER: _builtins.int
+    BYTES_DONE_FIELD_NUMBER: _builtins.int
+    RATE_BYTES_S_FIELD_NUMBER: _builtins.int
+    ETA_S_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    EPISODE_STARTED_FIELD_NUMBER: _builtins.int
+    SHARDS_TO_MOVE_FIELD_NUMBER: _builtins.int
+    MEAN_REBUILD_S_FIELD_NUMBER: _builtins.int
+    held: _builtins.bool
+    shards_done: _builtins.int
+    """The current repair episode (since the queue last became non-empty)."""
+    shards_remaining: _builtins.int
+    bytes_done: _builtins.int
+    rate_bytes_s: _builtins.float
+    eta_s: _builtins.float
+    errors: _builtins.int
+    episode_started: _builtins.float
+    shards_to_move: _builtins.int
+    """Shards that must move off draining nodes (part of shards_remaining)."""
+    mean_rebuild_s: _builtins.float
+    """Recent rebuild time of one stripe's shard, seconds (0 if none measured yet)."""
+    def __init__(
+        self,
+        *,
+        held: _builtins.bool = ...,
+        shards_done: _builtins.int = ...,
+        shards_remaining: _builtins.int = ...,
+        bytes_done: _builtins.int = ...,
+        rate_bytes_s: _builtins.float = ...,
+        eta_s: _builtins.float = ...,
+        errors: _builtins.int = ...,
+        episode_started: _builtins.float = ...,
+        shards_to_move: _builtins.int = ...,
+        mean_rebuild_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_done", b"bytes_done", "episode_started", b"episode_started", "errors", b"errors", "eta_s", b"eta_s", "held", b"held", "mean_rebuild_s", b"mean_rebuild_s", "rate_bytes_s", b"rate_bytes_s", "shards_done", b"shards_done", "shards_remaining", b"shards_remaining", "shards_to_move", b"shards_to_move"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RepairStatus: _TypeAlias = RepairStatus  # noqa: Y015
+
+@_typing.final
+class SetRepairHoldRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HELD_FIELD_NUMBER: _builtins.int
+    held: _builtins.bool
+    def __init__(
+        self,
+        *,
+        held: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["held", b"held"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRepairHoldRequest: _TypeAlias = SetRepairHoldRequest  # noqa: Y015
+
+@_typing.final
+class SetRepairHoldResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HELD_FIELD_NUMBER: _builtins.int
+    held: _builtins.bool
+    def __init__(
+        self,
+        *,
+        held: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["held", b"held"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRepairHoldResponse: _TypeAlias = SetRepairHoldResponse  # noqa: Y015
+
+@_typing.final
+class RepairError(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_ID_FIELD_NUMBER: _builtins.int
+    STRIPE_INDEX_FIELD_NUMBER: _builtins.int
+    SHARD_INDEX_FIELD_NUMBER: _builtins.int
+    BUCKET_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    LAST_ATTEMPT_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_FIELD_NUMBER: _builtins.int
+    version_id: _builtins.str
+    stripe_index: _builtins.int
+    shard_index: _builtins.int
+    bucket: _builtins.str
+    key: _builtins.str
+    reason: _builtins.str
+    attempts: _builtins.int
+    last_attempt: _builtins.float
+    next_attempt: _builtins.float
+    def __init__(
+        self,
+        *,
+        version_id: _builtins.str = ...,
+        stripe_index: _builtins.int = ...,
+        shard_index: _builtins.int = ...,
+        bucket: _builtins.str = ...,
+        key: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+        last_attempt: _builtins.float = ...,
+        next_attempt: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "bucket", b"bucket", "key", b"key", "last_attempt", b"last_attempt", "next_attempt", b"next_attempt", "reason", b"reason", "shard_index", b"shard_index", "stripe_index", b"stripe_index", "version_id", b"version_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RepairError: _TypeAlias = RepairError  # noqa: Y015
+
+@_typing.final
+class ListRepairErrorsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_FIELD_NUMBER: _builtins.int
+    limit: _builtins.int
+    def __init__(
+        self,
+        *,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRepairErrorsRequest: _TypeAlias = ListRepairErrorsRequest  # noqa: Y015
+
+@_typing.final
+class ListRepairErrorsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERRORS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    @_builtins.property
+    def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___RepairError]: ...
+    def __init__(
+        self,
+        *,
+        errors: _abc.Iterable[Global___RepairError] | None = ...,
+        total: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["errors", b"errors", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRepairErrorsResponse: _TypeAlias = ListRepairErrorsResponse  # noqa: Y015
+
+@_typing.final
+class StartScrubRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Empty means every live node."""
+
+    def __init__(
+        self,
+        *,
+        node_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_ids", b"node_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartScrubRequest: _TypeAlias = StartScrubRequest  # noqa: Y015
+
+@_typing.final
+class StartScrubResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        node_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_ids", b"node_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartScrubResponse: _TypeAlias = StartScrubResponse  # noqa: Y015
+
+@_typing.final
+class DrainNodeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    CANCEL_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    cancel: _builtins.bool
+    """Stop draining and make the node active again."""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        cancel: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DrainNodeRequest: _TypeAlias = DrainNodeRequest  # noqa: Y015
+
+@_typing.final
+class DrainNodeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARDS_TO_MOVE_FIELD_NUMBER: _builtins.int
+    shards_to_move: _builtins.int
+    def __init__(
+        self,
+        *,
+        shards_to_move: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["shards_to_move", b"shards_to_move"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DrainNodeResponse: _TypeAlias = DrainNodeResponse  # noqa: Y015
+
+@_typing.final
+class RemoveNodeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveNodeRequest: _TypeAlias = RemoveNodeRequest  # noqa: Y015
+
+@_typing.final
+class RemoveNodeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARDS_LEFT_FIELD_NUMBER: _builtins.int
+    shards_left: _builtins.int
+    """Shards it still held; repair rebuilds them elsewhere."""
+    def __init__(
+        self,
+        *,
+        shards_left: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["shards_left", b"shards_left"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveNodeResponse: _TypeAlias = RemoveNodeResponse  # noqa: Y015

@@ -114,6 +114,31 @@ class CoordinatorStub:
                 request_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.ClusterStatusRequest.SerializeToString,
                 response_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.ClusterStatusResponse.FromString,
                 _registered_method=True)
+        self.SetRepairHold = channel.unary_unary(
+                '/shoal.rpc.v1.Coordinator/SetRepairHold',
+                request_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.SetRepairHoldRequest.SerializeToString,
+                response_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.SetRepairHoldResponse.FromString,
+                _registered_method=True)
+        self.ListRepairErrors = channel.unary_unary(
+                '/shoal.rpc.v1.Coordinator/ListRepairErrors',
+                request_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.ListRepairErrorsRequest.SerializeToString,
+                response_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.ListRepairErrorsResponse.FromString,
+                _registered_method=True)
+        self.StartScrub = channel.unary_unary(
+                '/shoal.rpc.v1.Coordinator/StartScrub',
+                request_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.StartScrubRequest.SerializeToString,
+                response_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.StartScrubResponse.FromString,
+                _registered_method=True)
+        self.DrainNode = channel.unary_unary(
+                '/shoal.rpc.v1.Coordinator/DrainNode',
+                request_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.DrainNodeRequest.SerializeToString,
+                response_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.DrainNodeResponse.FromString,
+                _registered_method=True)
+        self.RemoveNode = channel.unary_unary(
+                '/shoal.rpc.v1.Coordinator/RemoveNode',
+                request_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.RemoveNodeRequest.SerializeToString,
+                response_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.RemoveNodeResponse.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -220,6 +245,36 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetRepairHold(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRepairErrors(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartScrub(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -302,6 +357,31 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.ClusterStatus,
                     request_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.ClusterStatusRequest.FromString,
                     response_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.ClusterStatusResponse.SerializeToString,
+            ),
+            'SetRepairHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRepairHold,
+                    request_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.SetRepairHoldRequest.FromString,
+                    response_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.SetRepairHoldResponse.SerializeToString,
+            ),
+            'ListRepairErrors': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRepairErrors,
+                    request_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.ListRepairErrorsRequest.FromString,
+                    response_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.ListRepairErrorsResponse.SerializeToString,
+            ),
+            'StartScrub': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartScrub,
+                    request_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.StartScrubRequest.FromString,
+                    response_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.StartScrubResponse.SerializeToString,
+            ),
+            'DrainNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainNode,
+                    request_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.DrainNodeRequest.FromString,
+                    response_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.DrainNodeResponse.SerializeToString,
+            ),
+            'RemoveNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveNode,
+                    request_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.RemoveNodeRequest.FromString,
+                    response_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.RemoveNodeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -736,6 +816,141 @@ class Coordinator:
             '/shoal.rpc.v1.Coordinator/ClusterStatus',
             shoal_dot_rpc_dot_v1_dot_coordinator__pb2.ClusterStatusRequest.SerializeToString,
             shoal_dot_rpc_dot_v1_dot_coordinator__pb2.ClusterStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRepairHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.rpc.v1.Coordinator/SetRepairHold',
+            shoal_dot_rpc_dot_v1_dot_coordinator__pb2.SetRepairHoldRequest.SerializeToString,
+            shoal_dot_rpc_dot_v1_dot_coordinator__pb2.SetRepairHoldResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRepairErrors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.rpc.v1.Coordinator/ListRepairErrors',
+            shoal_dot_rpc_dot_v1_dot_coordinator__pb2.ListRepairErrorsRequest.SerializeToString,
+            shoal_dot_rpc_dot_v1_dot_coordinator__pb2.ListRepairErrorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartScrub(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.rpc.v1.Coordinator/StartScrub',
+            shoal_dot_rpc_dot_v1_dot_coordinator__pb2.StartScrubRequest.SerializeToString,
+            shoal_dot_rpc_dot_v1_dot_coordinator__pb2.StartScrubResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.rpc.v1.Coordinator/DrainNode',
+            shoal_dot_rpc_dot_v1_dot_coordinator__pb2.DrainNodeRequest.SerializeToString,
+            shoal_dot_rpc_dot_v1_dot_coordinator__pb2.DrainNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.rpc.v1.Coordinator/RemoveNode',
+            shoal_dot_rpc_dot_v1_dot_coordinator__pb2.RemoveNodeRequest.SerializeToString,
+            shoal_dot_rpc_dot_v1_dot_coordinator__pb2.RemoveNodeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,11 @@ class CoordinatorStub:
     ReportCorruptShards: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ReportCorruptShardsRequest, _coordinator_pb2.ReportCorruptShardsResponse]
     ClusterStatus: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ClusterStatusRequest, _coordinator_pb2.ClusterStatusResponse]
     """Operations."""
+    SetRepairHold: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.SetRepairHoldRequest, _coordinator_pb2.SetRepairHoldResponse]
+    ListRepairErrors: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ListRepairErrorsRequest, _coordinator_pb2.ListRepairErrorsResponse]
+    StartScrub: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.StartScrubRequest, _coordinator_pb2.StartScrubResponse]
+    DrainNode: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.DrainNodeRequest, _coordinator_pb2.DrainNodeResponse]
+    RemoveNode: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.RemoveNodeRequest, _coordinator_pb2.RemoveNodeResponse]
 
 @_typing.type_check_only
 class CoordinatorAsyncStub(CoordinatorStub):
@@ -77,6 +82,11 @@ class CoordinatorAsyncStub(CoordinatorStub):
     ReportCorruptShards: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ReportCorruptShardsRequest, _coordinator_pb2.ReportCorruptShardsResponse]  # type: ignore[assignment]
     ClusterStatus: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ClusterStatusRequest, _coordinator_pb2.ClusterStatusResponse]  # type: ignore[assignment]
     """Operations."""
+    SetRepairHold: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.SetRepairHoldRequest, _coordinator_pb2.SetRepairHoldResponse]  # type: ignore[assignment]
+    ListRepairErrors: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ListRepairErrorsRequest, _coordinator_pb2.ListRepairErrorsResponse]  # type: ignore[assignment]
+    StartScrub: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.StartScrubRequest, _coordinator_pb2.StartScrubResponse]  # type: ignore[assignment]
+    DrainNode: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.DrainNodeRequest, _coordinator_pb2.DrainNodeResponse]  # type: ignore[assignment]
+    RemoveNode: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.RemoveNodeRequest, _coordinator_pb2.RemoveNodeResponse]  # type: ignore[assignment]
 
 class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -195,5 +205,40 @@ class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_coordinator_pb2.ClusterStatusResponse, _abc.Awaitable[_coordinator_pb2.ClusterStatusResponse]]:
         """Operations."""
+
+    @_abc_1.abstractmethod
+    def SetRepairHold(
+        self,
+        request: _coordinator_pb2.SetRepairHoldRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.SetRepairHoldResponse, _abc.Awaitable[_coordinator_pb2.SetRepairHoldResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListRepairErrors(
+        self,
+        request: _coordinator_pb2.ListRepairErrorsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.ListRepairErrorsResponse, _abc.Awaitable[_coordinator_pb2.ListRepairErrorsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def StartScrub(
+        self,
+        request: _coordinator_pb2.StartScrubRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.StartScrubResponse, _abc.Awaitable[_coordinator_pb2.StartScrubResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DrainNode(
+        self,
+        request: _coordinator_pb2.DrainNodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.DrainNodeResponse, _abc.Awaitable[_coordinator_pb2.DrainNodeResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RemoveNode(
+        self,
+        request: _coordinator_pb2.RemoveNodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.RemoveNodeResponse, _abc.Awaitable[_coordinator_pb2.RemoveNodeResponse]]: ...
 
 def add_CoordinatorServicer_to_server(servicer: CoordinatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

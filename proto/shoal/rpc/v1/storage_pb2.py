@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ashoal/rpc/v1/storage.proto\x12\x0cshoal.rpc.v1\"A\n\x0bShardHeader\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0e\n\x06length\x18\x02 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x03 \x01(\x0c\"J\n\x0fPutShardRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.shoal.rpc.v1.ShardHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\"\n\x10PutShardResponse\x12\x0e\n\x06length\x18\x01 \x01(\x04\"#\n\x0fGetShardRequest\x12\x10\n\x08shard_id\x18\x01 \x01(\t\"K\n\x10GetShardResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.shoal.rpc.v1.ShardHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"(\n\x13\x44\x65leteShardsRequest\x12\x11\n\tshard_ids\x18\x01 \x03(\t\"\'\n\x14\x44\x65leteShardsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\"\x13\n\x11ListShardsRequest\"0\n\x0cShardSummary\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0e\n\x06length\x18\x02 \x01(\x04\"@\n\x12ListShardsResponse\x12*\n\x06shards\x18\x01 \x03(\x0b\x32\x1a.shoal.rpc.v1.ShardSummary2\xd1\x02\n\x0bStorageNode\x12K\n\x08PutShard\x12\x1d.shoal.rpc.v1.PutShardRequest\x1a\x1e.shoal.rpc.v1.PutShardResponse(\x01\x12K\n\x08GetShard\x12\x1d.shoal.rpc.v1.GetShardRequest\x1a\x1e.shoal.rpc.v1.GetShardResponse0\x01\x12U\n\x0c\x44\x65leteShards\x12!.shoal.rpc.v1.DeleteShardsRequest\x1a\".shoal.rpc.v1.DeleteShardsResponse\x12Q\n\nListShards\x12\x1f.shoal.rpc.v1.ListShardsRequest\x1a .shoal.rpc.v1.ListShardsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ashoal/rpc/v1/storage.proto\x12\x0cshoal.rpc.v1\"A\n\x0bShardHeader\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0e\n\x06length\x18\x02 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x03 \x01(\x0c\"J\n\x0fPutShardRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.shoal.rpc.v1.ShardHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\"\n\x10PutShardResponse\x12\x0e\n\x06length\x18\x01 \x01(\x04\"#\n\x0fGetShardRequest\x12\x10\n\x08shard_id\x18\x01 \x01(\t\"K\n\x10GetShardResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.shoal.rpc.v1.ShardHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"(\n\x13\x44\x65leteShardsRequest\x12\x11\n\tshard_ids\x18\x01 \x03(\t\"\'\n\x14\x44\x65leteShardsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\"\x13\n\x11ListShardsRequest\"?\n\x0cShardSummary\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0e\n\x06length\x18\x02 \x01(\x04\x12\r\n\x05mtime\x18\x03 \x01(\x01\"V\n\x0bShardSource\x12\x13\n\x0bshard_index\x18\x01 \x01(\r\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x10\n\x08\x63hecksum\x18\x04 \x01(\x0c\"\xe6\x01\n\x13RebuildShardRequest\x12\x12\n\nversion_id\x18\x01 \x01(\t\x12\x14\n\x0cstripe_index\x18\x02 \x01(\x04\x12\x13\n\x0bshard_index\x18\x03 \x01(\r\x12\t\n\x01k\x18\x04 \x01(\r\x12\t\n\x01n\x18\x05 \x01(\r\x12\x13\n\x0bstripe_size\x18\x06 \x01(\x04\x12\x14\n\x0cshard_length\x18\x07 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x08 \x01(\x0c\x12*\n\x07sources\x18\t \x03(\x0b\x32\x19.shoal.rpc.v1.ShardSource\x12\x11\n\ttimeout_s\x18\n \x01(\x01\"L\n\x14RebuildShardResponse\x12\x0e\n\x06length\x18\x01 \x01(\x04\x12\x12\n\nbytes_read\x18\x02 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x03 \x01(\x0c\"@\n\x12ListShardsResponse\x12*\n\x06shards\x18\x01 \x03(\x0b\x32\x1a.shoal.rpc.v1.ShardSummary2\xa8\x03\n\x0bStorageNode\x12K\n\x08PutShard\x12\x1d.shoal.rpc.v1.PutShardRequest\x1a\x1e.shoal.rpc.v1.PutShardResponse(\x01\x12K\n\x08GetShard\x12\x1d.shoal.rpc.v1.GetShardRequest\x1a\x1e.shoal.rpc.v1.GetShardResponse0\x01\x12U\n\x0c\x44\x65leteShards\x12!.shoal.rpc.v1.DeleteShardsRequest\x1a\".shoal.rpc.v1.DeleteShardsResponse\x12Q\n\nListShards\x12\x1f.shoal.rpc.v1.ListShardsRequest\x1a .shoal.rpc.v1.ListShardsResponse0\x01\x12U\n\x0cRebuildShard\x12!.shoal.rpc.v1.RebuildShardRequest\x1a\".shoal.rpc.v1.RebuildShardResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,9 +48,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTSHARDSREQUEST']._serialized_start=420
   _globals['_LISTSHARDSREQUEST']._serialized_end=439
   _globals['_SHARDSUMMARY']._serialized_start=441
-  _globals['_SHARDSUMMARY']._serialized_end=489
-  _globals['_LISTSHARDSRESPONSE']._serialized_start=491
-  _globals['_LISTSHARDSRESPONSE']._serialized_end=555
-  _globals['_STORAGENODE']._serialized_start=558
-  _globals['_STORAGENODE']._serialized_end=895
+  _globals['_SHARDSUMMARY']._serialized_end=504
+  _globals['_SHARDSOURCE']._serialized_start=506
+  _globals['_SHARDSOURCE']._serialized_end=592
+  _globals['_REBUILDSHARDREQUEST']._serialized_start=595
+  _globals['_REBUILDSHARDREQUEST']._serialized_end=825
+  _globals['_REBUILDSHARDRESPONSE']._serialized_start=827
+  _globals['_REBUILDSHARDRESPONSE']._serialized_end=903
+  _globals['_LISTSHARDSRESPONSE']._serialized_start=905
+  _globals['_LISTSHARDSRESPONSE']._serialized_end=969
+  _globals['_STORAGENODE']._serialized_start=972
+  _globals['_STORAGENODE']._serialized_end=1396
 # @@protoc_insertion_point(module_scope)

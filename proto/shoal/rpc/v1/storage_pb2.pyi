@@ -193,21 +193,135 @@ class ShardSummary(_message.Message):
 
     SHARD_ID_FIELD_NUMBER: _builtins.int
     LENGTH_FIELD_NUMBER: _builtins.int
+    MTIME_FIELD_NUMBER: _builtins.int
     shard_id: _builtins.str
     length: _builtins.int
+    mtime: _builtins.float
+    """Modification time of the shard file, seconds since the Unix epoch."""
     def __init__(
         self,
         *,
         shard_id: _builtins.str = ...,
         length: _builtins.int = ...,
+        mtime: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["length", b"length", "shard_id", b"shard_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["length", b"length", "mtime", b"mtime", "shard_id", b"shard_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ShardSummary: _TypeAlias = ShardSummary  # noqa: Y015
+
+@_typing.final
+class ShardSource(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARD_INDEX_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    CHECKSUM_FIELD_NUMBER: _builtins.int
+    shard_index: _builtins.int
+    node_id: _builtins.str
+    address: _builtins.str
+    checksum: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        shard_index: _builtins.int = ...,
+        node_id: _builtins.str = ...,
+        address: _builtins.str = ...,
+        checksum: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "checksum", b"checksum", "node_id", b"node_id", "shard_index", b"shard_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShardSource: _TypeAlias = ShardSource  # noqa: Y015
+
+@_typing.final
+class RebuildShardRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_ID_FIELD_NUMBER: _builtins.int
+    STRIPE_INDEX_FIELD_NUMBER: _builtins.int
+    SHARD_INDEX_FIELD_NUMBER: _builtins.int
+    K_FIELD_NUMBER: _builtins.int
+    N_FIELD_NUMBER: _builtins.int
+    STRIPE_SIZE_FIELD_NUMBER: _builtins.int
+    SHARD_LENGTH_FIELD_NUMBER: _builtins.int
+    CHECKSUM_FIELD_NUMBER: _builtins.int
+    SOURCES_FIELD_NUMBER: _builtins.int
+    TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    version_id: _builtins.str
+    stripe_index: _builtins.int
+    shard_index: _builtins.int
+    """The shard to rebuild and store on this node."""
+    k: _builtins.int
+    n: _builtins.int
+    stripe_size: _builtins.int
+    shard_length: _builtins.int
+    checksum: _builtins.bytes
+    """The rebuilt shard must match this checksum (from the manifest); empty for a shard that
+    was never written (a stripe committed below n shards).
+    """
+    timeout_s: _builtins.float
+    """Upper bound on the time to spend, seconds."""
+    @_builtins.property
+    def sources(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShardSource]:
+        """Healthy shards to read from, best first. A source with the same shard_index is copied
+        as is (drain); otherwise any k of them are decoded.
+        """
+
+    def __init__(
+        self,
+        *,
+        version_id: _builtins.str = ...,
+        stripe_index: _builtins.int = ...,
+        shard_index: _builtins.int = ...,
+        k: _builtins.int = ...,
+        n: _builtins.int = ...,
+        stripe_size: _builtins.int = ...,
+        shard_length: _builtins.int = ...,
+        checksum: _builtins.bytes = ...,
+        sources: _abc.Iterable[Global___ShardSource] | None = ...,
+        timeout_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checksum", b"checksum", "k", b"k", "n", b"n", "shard_index", b"shard_index", "shard_length", b"shard_length", "sources", b"sources", "stripe_index", b"stripe_index", "stripe_size", b"stripe_size", "timeout_s", b"timeout_s", "version_id", b"version_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebuildShardRequest: _TypeAlias = RebuildShardRequest  # noqa: Y015
+
+@_typing.final
+class RebuildShardResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LENGTH_FIELD_NUMBER: _builtins.int
+    BYTES_READ_FIELD_NUMBER: _builtins.int
+    CHECKSUM_FIELD_NUMBER: _builtins.int
+    length: _builtins.int
+    bytes_read: _builtins.int
+    checksum: _builtins.bytes
+    """xxh3-128 of the stored shard."""
+    def __init__(
+        self,
+        *,
+        length: _builtins.int = ...,
+        bytes_read: _builtins.int = ...,
+        checksum: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_read", b"bytes_read", "checksum", b"checksum", "length", b"length"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebuildShardResponse: _TypeAlias = RebuildShardResponse  # noqa: Y015
 
 @_typing.final
 class ListShardsResponse(_message.Message):

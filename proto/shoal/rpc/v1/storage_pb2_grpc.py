@@ -54,6 +54,11 @@ class StorageNodeStub:
                 request_serializer=shoal_dot_rpc_dot_v1_dot_storage__pb2.ListShardsRequest.SerializeToString,
                 response_deserializer=shoal_dot_rpc_dot_v1_dot_storage__pb2.ListShardsResponse.FromString,
                 _registered_method=True)
+        self.RebuildShard = channel.unary_unary(
+                '/shoal.rpc.v1.StorageNode/RebuildShard',
+                request_serializer=shoal_dot_rpc_dot_v1_dot_storage__pb2.RebuildShardRequest.SerializeToString,
+                response_deserializer=shoal_dot_rpc_dot_v1_dot_storage__pb2.RebuildShardResponse.FromString,
+                _registered_method=True)
 
 
 class StorageNodeServicer:
@@ -89,6 +94,14 @@ class StorageNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RebuildShard(self, request, context):
+        """Repair assignment from the coordinator: fetch shards of a stripe from peers, rebuild one
+        shard and store it here. Answers once the rebuilt shard is durable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +124,11 @@ def add_StorageNodeServicer_to_server(servicer, server):
                     servicer.ListShards,
                     request_deserializer=shoal_dot_rpc_dot_v1_dot_storage__pb2.ListShardsRequest.FromString,
                     response_serializer=shoal_dot_rpc_dot_v1_dot_storage__pb2.ListShardsResponse.SerializeToString,
+            ),
+            'RebuildShard': grpc.unary_unary_rpc_method_handler(
+                    servicer.RebuildShard,
+                    request_deserializer=shoal_dot_rpc_dot_v1_dot_storage__pb2.RebuildShardRequest.FromString,
+                    response_serializer=shoal_dot_rpc_dot_v1_dot_storage__pb2.RebuildShardResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -221,6 +239,33 @@ class StorageNode:
             '/shoal.rpc.v1.StorageNode/ListShards',
             shoal_dot_rpc_dot_v1_dot_storage__pb2.ListShardsRequest.SerializeToString,
             shoal_dot_rpc_dot_v1_dot_storage__pb2.ListShardsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RebuildShard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.rpc.v1.StorageNode/RebuildShard',
+            shoal_dot_rpc_dot_v1_dot_storage__pb2.RebuildShardRequest.SerializeToString,
+            shoal_dot_rpc_dot_v1_dot_storage__pb2.RebuildShardResponse.FromString,
             options,
             channel_credentials,
             insecure,

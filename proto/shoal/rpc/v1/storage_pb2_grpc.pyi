@@ -45,6 +45,10 @@ class StorageNodeStub:
     """Removes shards; unknown ids are ignored."""
     ListShards: _grpc.UnaryStreamMultiCallable[_storage_pb2.ListShardsRequest, _storage_pb2.ListShardsResponse]
     """Streams the node's shard inventory."""
+    RebuildShard: _grpc.UnaryUnaryMultiCallable[_storage_pb2.RebuildShardRequest, _storage_pb2.RebuildShardResponse]
+    """Repair assignment from the coordinator: fetch shards of a stripe from peers, rebuild one
+    shard and store it here. Answers once the rebuilt shard is durable.
+    """
 
 @_typing.type_check_only
 class StorageNodeAsyncStub(StorageNodeStub):
@@ -61,6 +65,10 @@ class StorageNodeAsyncStub(StorageNodeStub):
     """Removes shards; unknown ids are ignored."""
     ListShards: _aio.UnaryStreamMultiCallable[_storage_pb2.ListShardsRequest, _storage_pb2.ListShardsResponse]  # type: ignore[assignment]
     """Streams the node's shard inventory."""
+    RebuildShard: _aio.UnaryUnaryMultiCallable[_storage_pb2.RebuildShardRequest, _storage_pb2.RebuildShardResponse]  # type: ignore[assignment]
+    """Repair assignment from the coordinator: fetch shards of a stripe from peers, rebuild one
+    shard and store it here. Answers once the rebuilt shard is durable.
+    """
 
 class StorageNodeServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -98,5 +106,15 @@ class StorageNodeServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_storage_pb2.ListShardsResponse], _abc.AsyncIterator[_storage_pb2.ListShardsResponse]]:
         """Streams the node's shard inventory."""
+
+    @_abc_1.abstractmethod
+    def RebuildShard(
+        self,
+        request: _storage_pb2.RebuildShardRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_pb2.RebuildShardResponse, _abc.Awaitable[_storage_pb2.RebuildShardResponse]]:
+        """Repair assignment from the coordinator: fetch shards of a stripe from peers, rebuild one
+        shard and store it here. Answers once the rebuilt shard is durable.
+        """
 
 def add_StorageNodeServicer_to_server(servicer: StorageNodeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,321 @@
+"""Repair: restore `n` healthy shards to every stripe, and move shards off draining nodes.
+
+The work list is derived each cycle from persisted metadata (shard states, node liveness and
+admin states), so a coordinator restart resumes exactly where it was; only the progress
+counters of the current episode restart. A stripe needs work when fewer than `n` of its
+shards are good (state ok, on a node that is neither decommissioned nor down past
+`repair_after`), or when a good shard sits on a draining node. Stripes with the fewest good
+shards go first.
+
+Rebuilding happens on storage nodes, never here: for each shard the coordinator picks a
+target (placement excluding every node that holds a shard of the stripe, spreading zones),
+sends it `RebuildShard` with healthy sources, and records the new placement once the node has
+stored it. Reads are throttled to `repair_bandwidth` bytes/s and at most `repair_concurrency`
+shards are rebuilt at once. A failure is recorded with its reason (`clusterctl repair errors`)
+and retried with backoff on another target; it never stops the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc.aio
+
+from shoal.common.channels import NodeChannels
+from shoal.common.lifecycle import sleep_or_shutdown
+from shoal.common.placement import place
+from shoal.common.rpc import to_shoal_error
+from shoal.common.throttle import Throttle
+from shoal.coordinator.config import CoordinatorConfig
+from shoal.coordinator.membership import Membership
+from shoal.coordinator.metadata import MetadataStore, RepairStripe, ShardRow
+from shoal.rpc.v1 import storage_pb2 as spb
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+DbCall = Callable[..., Awaitable[Any]]
+CYCLE_S = 0.5
+REPAIR_HELD = "repair_held"
+
+
+@dataclass
+class RepairProgress:
+    """Counters of the current repair episode (from the backlog becoming non-empty)."""
+
+    started: float = 0.0
+    done: int = 0
+    bytes_done: int = 0
+    remaining: int = 0
+    to_move: int = 0
+    errors: int = 0
+    durations: list[float] = field(default_factory=list)
+
+    def backlog(self, rebuild: int, move: int, busy: bool) -> None:
+        total = rebuild + move
+        if total and not self.started:
+            self.started, self.done, self.bytes_done, self.errors = time.time(), 0, 0, 0
+            log.info("repair episode started", extra={"shards": total})
+        elif not total and not busy and self.started:
+            log.info(
+                "repair episode finished",
+                extra={
+                    "shards": self.done,
+                    "bytes": self.bytes_done,
+                    "seconds": round(time.time() - self.started, 1),
+                },
+            )
+            self.started = 0.0
+        self.remaining, self.to_move = total, move
+
+    def finished_one(self, nbytes: int, seconds: float) -> None:
+        self.done += 1
+        self.bytes_done += nbytes
+        self.durations = [*self.durations[-49:], seconds]
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.time() - self.started if self.started else 0.0
+        return self.bytes_done / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float:
+        if not self.remaining or not self.done or not self.rate:
+            return 0.0
+        return self.remaining * (self.bytes_done / self.done) / self.rate
+
+    @property
+    def mean_rebuild_s(self) -> float:
+        return sum(self.durations) / len(self.durations) if self.durations else 0.0
+
+
+class RepairScheduler:
+    """Finds stripes that need shards and has storage nodes rebuild them."""
+
+    def __init__(
+        self,
+        config: CoordinatorConfig,
+        store: MetadataStore,
+        membership: Membership,
+        db: DbCall,
+        channels: NodeChannels,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.membership = membership
+        self.db = db
+        self.channels = channels
+        self.progress = RepairProgress()
+        self.held = False
+        self._throttle = Throttle(config.repair_bandwidth)
+        self._inflight: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._failed_targets: dict[tuple[str, int, int], set[str]] = {}
+
+    async def load(self) -> None:
+        self.held = await self.db(self.store.setting, REPAIR_HELD, "0") == "1"
+
+    async def set_held(self, held: bool) -> None:
+        await self.db(self.store.set_setting, REPAIR_HELD, "1" if held else "0")
+        self.held = held
+        log.warning("automatic repair %s", "HELD by operator" if held else "resumed")
+
+    async def run(self, shutdown: asyncio.Event, startup_grace_s: float) -> None:
+        """Repair until shutdown. Waits `startup_grace_s` first so nodes can heartbeat a
+        freshly started coordinator before anything counts as lost."""
+        if await sleep_or_shutdown(shutdown, startup_grace_s):
+            return
+        try:
+            while not shutdown.is_set():
+                try:
+                    await self.run_once()
+                except Exception:
+                    log.exception("repair cycle failed; retrying")
+                if await sleep_or_shutdown(shutdown, CYCLE_S):
+                    break
+        finally:
+            for task in self._inflight.values():
+                task.cancel()
+            for task in list(self._inflight.values()):
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def run_once(self) -> None:
+        """One cycle: refresh the backlog and start repairs up to the concurrency limit."""
+        lost, draining = self.membership.lost_ids(), self.membership.draining_ids()
+        rebuild, move = await self.db(self.store.repair_backlog, lost, draining)
+        self.progress.backlog(rebuild, move, busy=bool(self._inflight))
+        if self.held or not (rebuild or move):
+            return
+        free = self.config.repair_concurrency - len(self._inflight)
+        if free <= 0:
+            return
+        candidates: list[RepairStripe] = await self.db(
+            self.store.repair_candidates, lost, draining, time.time(), free * 4
+        )
+        for stripe in candidates:
+            key = (stripe.version_id, stripe.stripe_index)
+            if key in self._inflight:
+                continue
+            if len(self._inflight) >= self.config.repair_concurrency:
+                break
+            task = asyncio.create_task(self._repair_stripe(stripe, lost, draining))
+            self._inflight[key] = task
+            task.add_done_callback(functools.partial(self._done, key))
+
+    def _done(self, key: tuple[str, int], _task: asyncio.Task[None]) -> None:
+        self._inflight.pop(key, None)
+
+    async def _fail(self, stripe: RepairStripe, index: int, reason: str) -> None:
+        self.progress.errors += 1
+        log.warning(
+            "repair failed",
+            extra={
+                "version_id": stripe.version_id,
+                "stripe": stripe.stripe_index,
+                "shard": index,
+                "reason": reason,
+            },
+        )
+        await self.db(
+            self.store.record_repair_error,
+            stripe.version_id,
+            stripe.stripe_index,
+            index,
+            reason,
+            time.time(),
+        )
+
+    async def _repair_stripe(
+        self, stripe: RepairStripe, lost: set[str], draining: set[str]
+    ) -> None:
+        readable = self.membership.readable_ids()
+        good = [s for s in stripe.shards if s.state == "ok" and s.node_id not in lost]
+        sources = sorted((s for s in good if s.node_id in readable), key=lambda s: s.shard_index)
+        held = {s.shard_index for s in good}
+        work: list[tuple[int, ShardRow | None]] = [
+            (i, None) for i in range(stripe.n) if i not in held
+        ]
+        work += [(s.shard_index, s) for s in good if s.node_id in draining]
+        if len(sources) < stripe.k:
+            unreadable = sorted({s.node_id for s in stripe.shards} - readable)
+            reason = f"only {len(sources)} of k={stripe.k} shards readable" + (
+                f" (unreachable: {', '.join(unreadable)})" if unreadable else ""
+            )
+            for index, _moving in work:
+                await self._fail(stripe, index, reason)
+            return
+        # Nodes holding another shard of the stripe may not get this one; the node holding a
+        # corrupt or missing copy of this very shard may (it is rebuilt in place).
+        holders = {s.node_id for s in stripe.shards if s.state == "ok" or s.node_id in lost}
+        for index, moving in work:
+            target = self._target(stripe, index, holders, good, moving)
+            if target is None:
+                await self._fail(
+                    stripe,
+                    index,
+                    "no eligible node: every live active node already holds a shard of this stripe",
+                )
+                continue
+            holders.add(target)
+            await self._rebuild(stripe, index, target, sources, moving)
+
+    def _target(
+        self,
+        stripe: RepairStripe,
+        index: int,
+        holders: set[str],
+        good: list[ShardRow],
+        moving: ShardRow | None,
+    ) -> str | None:
+        zones = [
+            self.membership.nodes[s.node_id].zone
+            for s in good
+            if s.node_id in self.membership.nodes and s is not moving
+        ]
+        failed = self._failed_targets.get((stripe.version_id, stripe.stripe_index, index), set())
+        key = f"{stripe.version_id}.{stripe.stripe_index}"
+        candidates = self.membership.candidates()
+        for exclude in (holders | failed, holders):
+            chosen = place(key, candidates, 1, exclude=exclude, occupied_zones=zones)
+            if chosen:
+                return chosen[0].node_id
+        return None
+
+    async def _rebuild(
+        self,
+        stripe: RepairStripe,
+        index: int,
+        target: str,
+        sources: list[ShardRow],
+        moving: ShardRow | None,
+    ) -> None:
+        existing = next((s for s in stripe.shards if s.shard_index == index), None)
+        ordered = ([moving] if moving else []) + [s for s in sources if s is not moving]
+        request = spb.RebuildShardRequest(
+            version_id=stripe.version_id,
+            stripe_index=stripe.stripe_index,
+            shard_index=index,
+            k=stripe.k,
+            n=stripe.n,
+            stripe_size=stripe.size,
+            shard_length=stripe.shard_length,
+            checksum=existing.checksum if existing else b"",
+            sources=[
+                spb.ShardSource(
+                    shard_index=s.shard_index,
+                    node_id=s.node_id,
+                    address=self.membership.nodes[s.node_id].address,
+                    checksum=s.checksum,
+                )
+                for s in ordered
+                if s.node_id in self.membership.nodes
+            ],
+            timeout_s=60.0,
+        )
+        read_bytes = stripe.shard_length * (1 if moving else stripe.k)
+        await self._throttle.take(read_bytes)
+        started = time.monotonic()
+        address = self.membership.nodes[target].address
+        try:
+            reply = await self.channels.stub(address).RebuildShard(request, timeout=70.0)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                await self.channels.reset(address)
+            self._failed_targets.setdefault(
+                (stripe.version_id, stripe.stripe_index, index), set()
+            ).add(target)
+            await self._fail(stripe, index, f"rebuild on {target} failed: {to_shoal_error(exc)}")
+            return
+        shard = ShardRow(index, target, reply.length, bytes(reply.checksum), "ok")
+        recorded = await self.db(
+            self.store.record_rebuilt,
+            stripe.version_id,
+            stripe.stripe_index,
+            shard,
+            existing.node_id if existing else None,
+            existing.length if existing else 0,
+            self.config.delete_grace,
+        )
+        if not recorded:  # the object was deleted or replaced meanwhile
+            sid = f"{stripe.version_id}.{stripe.stripe_index}.{index}"
+            await self.db(self.store.queue_deletions, target, [(sid, reply.length)], time.time())
+            return
+        self._failed_targets.pop((stripe.version_id, stripe.stripe_index, index), None)
+        self.progress.finished_one(read_bytes, time.monotonic() - started)
+        log.info(
+            "shard rebuilt",
+            extra={
+                "version_id": stripe.version_id,
+                "stripe": stripe.stripe_index,
+                "shard": index,
+                "target": target,
+                "moved": moving is not None,
+            },
+        )
