@@ -11,8 +11,9 @@
 
 from shoal.client.async_client import AsyncClient, AsyncObjectStream
 from shoal.client.get import GetTuning
+from shoal.client.jobs import AsyncJob, JobOptions, JobStatus, TaskLog
 from shoal.client.put import PutTuning
-from shoal.client.sync_client import Client, ObjectStream
+from shoal.client.sync_client import Client, Job, ObjectStream
 from shoal.client.types import BucketInfo, ObjectInfo, RepairErrorInfo
 from shoal.common.errors import (
     AlreadyExists,
@@ -21,6 +22,8 @@ from shoal.common.errors import (
     CorruptData,
     InsufficientNodes,
     InvalidArgument,
+    JobCancelled,
+    JobFailed,
     NotFound,
     PermissionDenied,
     ShoalError,
@@ -30,6 +33,7 @@ from shoal.common.errors import (
 __all__ = [
     "AlreadyExists",
     "AsyncClient",
+    "AsyncJob",
     "AsyncObjectStream",
     "BucketInfo",
     "BucketNotEmpty",
@@ -39,6 +43,11 @@ __all__ = [
     "GetTuning",
     "InsufficientNodes",
     "InvalidArgument",
+    "Job",
+    "JobCancelled",
+    "JobFailed",
+    "JobOptions",
+    "JobStatus",
     "NotFound",
     "ObjectInfo",
     "ObjectStream",
@@ -46,5 +55,6 @@ __all__ = [
     "PutTuning",
     "RepairErrorInfo",
     "ShoalError",
+    "TaskLog",
     "Unavailable",
 ]

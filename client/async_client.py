@@ -12,7 +12,7 @@ import builtins
 import contextlib
 import os
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -20,6 +20,15 @@ from typing import Any
 import grpc.aio
 
 from shoal.client.get import GetTuning, ObjectReader
+from shoal.client.jobs import (
+    AsyncJob,
+    JobOptions,
+    JobStatus,
+    call_job,
+    check_inputs,
+    map_job,
+    map_reduce_job,
+)
 from shoal.client.put import PutTuning, run_put
 from shoal.client.sources import PutData, StripeSource
 from shoal.client.status import status_to_dict
@@ -32,6 +41,8 @@ from shoal.common.names import check_bucket_name, check_key
 from shoal.common.rpc import insecure_channel, to_shoal_error
 from shoal.rpc.v1 import coordinator_pb2 as cpb
 from shoal.rpc.v1 import coordinator_pb2_grpc as cpb_grpc
+from shoal.rpc.v1 import jobs_pb2 as jobs_pb
+from shoal.rpc.v1 import jobs_pb2_grpc as jobs_grpc
 
 DEFAULT_COORDINATOR = "127.0.0.1:7000"
 LIST_PAGE = 1000
@@ -82,6 +93,7 @@ class AsyncClient:
         self.get_tuning = get_tuning or GetTuning()
         self._channel: grpc.aio.Channel | None = None
         self._stub: cpb_grpc.CoordinatorAsyncStub | None = None
+        self._jobs_stub: jobs_grpc.JobsAsyncStub | None = None
         self._nodes = NodeChannels()
 
     async def __aenter__(self) -> AsyncClient:
@@ -100,15 +112,24 @@ class AsyncClient:
         await self._nodes.close()
         if self._channel is not None:
             await self._channel.close()
-            self._channel = self._stub = None
+            self._channel = self._stub = self._jobs_stub = None
 
     async def _call(self, method: str, request: Any) -> Any:
         """Call a coordinator method, translating gRPC errors into ShoalErrors."""
-        if self._stub is None:
+        return await self._invoke("coordinator", method, request)
+
+    async def _jobs_call(self, method: str, request: Any) -> Any:
+        """Call a Jobs method on the coordinator."""
+        return await self._invoke("jobs", method, request)
+
+    async def _invoke(self, service: str, method: str, request: Any) -> Any:
+        if self._stub is None or self._jobs_stub is None:
             self._channel = insecure_channel(self.address)
             self._stub = cpb_grpc.CoordinatorStub(self._channel)
+            self._jobs_stub = jobs_grpc.JobsStub(self._channel)
+        stub: Any = self._stub if service == "coordinator" else self._jobs_stub
         try:
-            return await getattr(self._stub, method)(request, timeout=self.rpc_timeout_s)
+            return await getattr(stub, method)(request, timeout=self.rpc_timeout_s)
         except grpc.aio.AioRpcError as exc:
             error = to_shoal_error(exc, f"coordinator at {self.address}")
             if isinstance(error, ConnectionFailed):
@@ -271,6 +292,80 @@ class AsyncClient:
         """The cluster status that `clusterctl status` shows (see docs/status-schema.md)."""
         reply = await self._call("ClusterStatus", cpb.ClusterStatusRequest())
         return status_to_dict(reply)
+
+    # Jobs ----------------------------------------------------------------------------------
+
+    async def submit(
+        self, fn: Any, *args: Any, job_options: JobOptions | None = None, **kwargs: Any
+    ) -> AsyncJob:
+        """Run `fn(*args, **kwargs)` as one task on a worker; `await job.result()` returns its
+        value. `fn` is a callable (sent with cloudpickle) or 'package.module:function'."""
+        request = call_job(fn, args, kwargs, job_options or JobOptions())
+        reply = await self._jobs_call("SubmitJob", request)
+        return AsyncJob(reply.job_id, "submit", self._jobs_call, self)
+
+    async def map(
+        self,
+        fn: Any,
+        iterable: Iterable[Any],
+        *,
+        chunksize: int | None = None,
+        options: JobOptions | None = None,
+    ) -> AsyncJob:
+        """Run `fn(item)` for every item (one task per item, or per `chunksize` items);
+        `await job.result()` returns the results in input order."""
+        request, _count = map_job(fn, iterable, chunksize, options or JobOptions())
+        if not request.tasks:
+            raise InvalidArgument("map needs at least one item")
+        reply = await self._jobs_call("SubmitJob", request)
+        return AsyncJob(reply.job_id, "map", self._jobs_call, self)
+
+    async def map_reduce(
+        self,
+        mapper: Any,
+        reducer: Any,
+        *,
+        inputs: Any,
+        partitions: int = 4,
+        output: tuple[str, str] | None = None,
+        combiner: Any = None,
+        options: JobOptions | None = None,
+    ) -> AsyncJob:
+        """Map-reduce over objects: `mapper(key, data)` yields (k, v) pairs, optional
+        `combiner(k, values)` runs on the map side, `reducer(k, values)` returns one value per
+        key. `inputs` is (bucket, prefix) or a list of (bucket, key). Output goes to
+        `output=(bucket, prefix)` as JSON lines per partition, or stays internal."""
+        checked = check_inputs(inputs)
+        if isinstance(checked, tuple):
+            bucket, prefix = checked
+            pairs = [(bucket, info.key) async for info in self.list(bucket, prefix)]
+        else:
+            pairs = checked
+        request = map_reduce_job(
+            mapper, reducer, pairs, partitions, output, combiner, options or JobOptions()
+        )
+        if output is not None:
+            request.output_bucket, request.output_prefix = output
+        reply = await self._jobs_call("SubmitJob", request)
+        return AsyncJob(reply.job_id, "map_reduce", self._jobs_call, self, output, partitions)
+
+    async def job(self, job_id: str) -> AsyncJob:
+        """A handle to an existing job."""
+        if not isinstance(job_id, str) or not job_id:
+            raise InvalidArgument("job id must be a non-empty string")
+        reply = await self._jobs_call("GetJob", jobs_pb.GetJobRequest(job_id=job_id))
+        info = reply.job
+        output = (info.output_bucket, info.output_prefix) if info.output_bucket else None
+        return AsyncJob(job_id, info.kind, self._jobs_call, self, output, info.partitions)
+
+    async def list_jobs(
+        self, *, active_only: bool = False, limit: int = 50
+    ) -> builtins.list[JobStatus]:
+        """Recent jobs, newest first."""
+        reply = await self._jobs_call(
+            "ListJobs", jobs_pb.ListJobsRequest(limit=limit, active_only=active_only)
+        )
+        return [JobStatus.from_proto(j) for j in reply.jobs]
 
     # Operations ----------------------------------------------------------------------------
 

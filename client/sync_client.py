@@ -7,13 +7,14 @@ import builtins
 import io
 import os
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar
 
 from shoal.client.async_client import AsyncClient, AsyncObjectStream
 from shoal.client.get import GetTuning
+from shoal.client.jobs import AsyncJob, JobOptions, JobStatus, TaskLog
 from shoal.client.put import PutTuning
 from shoal.client.sources import PutData
 from shoal.client.types import BucketInfo, ObjectInfo, RepairErrorInfo
@@ -154,6 +155,62 @@ class Client:
         """See AsyncClient.status."""
         return self._run(self._async.status())
 
+    def submit(
+        self, fn: Any, *args: Any, job_options: JobOptions | None = None, **kwargs: Any
+    ) -> Job:
+        """See AsyncClient.submit."""
+        return Job(
+            self, self._run(self._async.submit(fn, *args, job_options=job_options, **kwargs))
+        )
+
+    def map(
+        self,
+        fn: Any,
+        iterable: Iterable[Any],
+        *,
+        chunksize: int | None = None,
+        options: JobOptions | None = None,
+    ) -> Job:
+        """See AsyncClient.map."""
+        return Job(
+            self, self._run(self._async.map(fn, iterable, chunksize=chunksize, options=options))
+        )
+
+    def map_reduce(
+        self,
+        mapper: Any,
+        reducer: Any,
+        *,
+        inputs: Any,
+        partitions: int = 4,
+        output: tuple[str, str] | None = None,
+        combiner: Any = None,
+        options: JobOptions | None = None,
+    ) -> Job:
+        """See AsyncClient.map_reduce."""
+        return Job(
+            self,
+            self._run(
+                self._async.map_reduce(
+                    mapper,
+                    reducer,
+                    inputs=inputs,
+                    partitions=partitions,
+                    output=output,
+                    combiner=combiner,
+                    options=options,
+                )
+            ),
+        )
+
+    def job(self, job_id: str) -> Job:
+        """A handle to an existing job."""
+        return Job(self, self._run(self._async.job(job_id)))
+
+    def list_jobs(self, *, active_only: bool = False, limit: int = 50) -> builtins.list[JobStatus]:
+        """See AsyncClient.list_jobs."""
+        return self._run(self._async.list_jobs(active_only=active_only, limit=limit))
+
     def hold_repair(self, held: bool = True) -> bool:
         """See AsyncClient.hold_repair."""
         return self._run(self._async.hold_repair(held))
@@ -197,3 +254,43 @@ class ObjectStream(io.RawIOBase):
         if not self.closed and not self._client._closed:
             self._client._run(self._stream.aclose())
         super().close()
+
+
+class Job:
+    """A submitted job (synchronous handle); see AsyncJob for the semantics."""
+
+    def __init__(self, client: Client, job: AsyncJob) -> None:
+        self._client = client
+        self._job = job
+        self.id = job.id
+        self.kind = job.kind
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r}, kind={self.kind!r})"
+
+    def status(self) -> JobStatus:
+        """State, task counts per state and progress."""
+        return self._client._run(self._job.status())
+
+    def progress(self) -> float:
+        """sum(S_i) / sum(S_max_i) over the job's tasks, in [0, 1]."""
+        return self._client._run(self._job.progress())
+
+    def wait(self, timeout: float | None = None) -> JobStatus:
+        """Wait until the job ends; TimeoutError after `timeout` seconds."""
+        return self._client._run(self._job.wait(timeout))
+
+    def result(self, timeout: float | None = None) -> Any:
+        """submit: the value; map: the list of results; map_reduce: an iterator of (key, value)."""
+        value = self._client._run(self._job.result(timeout))
+        if self.kind == "map_reduce":
+            return self._client._iterate(value)
+        return value
+
+    def cancel(self) -> JobStatus:
+        """Stop the job."""
+        return self._client._run(self._job.cancel())
+
+    def logs(self) -> list[TaskLog]:
+        """Errors, tracebacks and stderr of failed task attempts."""
+        return self._client._run(self._job.logs())

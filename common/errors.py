@@ -58,6 +58,19 @@ class ConfigError(ShoalError):
     """A daemon setting is unknown or invalid; the message names the key and its source."""
 
 
+class JobFailed(ShoalError):
+    """A job failed (or was cancelled); `remote_traceback` holds the failing task's traceback."""
+
+    def __init__(self, message: str, *, job_id: str = "", remote_traceback: str = "") -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.remote_traceback = remote_traceback
+
+
+class JobCancelled(JobFailed):
+    """The job was cancelled before it finished."""
+
+
 ERROR_CLASSES: dict[str, type[ShoalError]] = {
     cls.__name__: cls
     for cls in (
@@ -72,5 +85,7 @@ ERROR_CLASSES: dict[str, type[ShoalError]] = {
         ConnectionFailed,
         PermissionDenied,
         ConfigError,
+        JobFailed,
+        JobCancelled,
     )
 }

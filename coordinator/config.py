@@ -58,6 +58,11 @@ class CoordinatorConfig:
         "seconds after which an uncommitted upload is aborted and its shards removed",
         unit="seconds",
     )
+    lease_timeout: float = setting(
+        10.0,
+        "seconds without a worker heartbeat before its tasks go back to the queue",
+        unit="seconds",
+    )
     shutdown_grace: float = setting(
         5.0, "seconds in-flight RPCs get to finish on SIGTERM", unit="seconds"
     )

@@ -18,10 +18,13 @@ from shoal.common.errors import ConfigError
 from shoal.common.lifecycle import run_daemon, sleep_or_shutdown, write_ready_file
 from shoal.common.rpc import SERVER_OPTIONS
 from shoal.coordinator.config import CoordinatorConfig
+from shoal.coordinator.job_store import JobStore
+from shoal.coordinator.jobs_service import JobsServicer
 from shoal.coordinator.membership import DOWN, DRAINING, Membership
 from shoal.coordinator.metadata import MetadataStore
 from shoal.coordinator.service import CoordinatorServicer
 from shoal.rpc.v1 import coordinator_pb2_grpc as pb_grpc
+from shoal.rpc.v1 import jobs_pb2_grpc
 
 log = logging.getLogger("shoal.coordinator")
 
@@ -69,12 +72,16 @@ async def serve(config: CoordinatorConfig, shutdown: asyncio.Event) -> None:
             node.node_id, node.address, node.zone, node.capacity, node.admin_state, node.last_seen
         )
     servicer = CoordinatorServicer(config, store, membership)
+    job_store = JobStore(data_dir / "metadata.sqlite3")
+    jobs = JobsServicer(config, store, job_store, membership, servicer.db)
+    await jobs.load()
     for node in store.nodes():
         if node.admin_state == DRAINING:
             servicer.drain_totals[node.node_id] = node.drain_total
     await servicer.repair.load()
     server = grpc.aio.server(options=SERVER_OPTIONS)
     pb_grpc.add_CoordinatorServicer_to_server(servicer, server)
+    jobs_pb2_grpc.add_JobsServicer_to_server(jobs, server)
     port = server.add_insecure_port(config.listen)
     if port == 0:
         raise ConfigError(f"cannot listen on {config.listen}")
@@ -88,10 +95,12 @@ async def serve(config: CoordinatorConfig, shutdown: asyncio.Event) -> None:
             tasks.create_task(maintenance(servicer, shutdown))
             tasks.create_task(servicer.repair.run(shutdown, startup_grace_s=config.down_after))
             tasks.create_task(servicer.reconciler.run(shutdown))
+            tasks.create_task(jobs.run(shutdown))
             await shutdown.wait()
             await server.stop(config.shutdown_grace)
     finally:
         await servicer.close()
+        job_store.close()
         with contextlib.suppress(Exception):
             store.close()
     log.info("stopped")

@@ -101,6 +101,7 @@ class LocalCluster:
         self.settings = ClusterSettings()
         self.coordinator: DaemonState | None = None
         self.nodes: dict[str, DaemonState] = {}
+        self.workers: dict[str, DaemonState] = {}
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         state = self.root / STATE_FILE
         if state.exists():
@@ -115,6 +116,7 @@ class LocalCluster:
         if data.get("coordinator"):
             self.coordinator = DaemonState(**data["coordinator"])
         self.nodes = {name: DaemonState(**d) for name, d in data.get("nodes", {}).items()}
+        self.workers = {name: DaemonState(**d) for name, d in data.get("workers", {}).items()}
 
     def save(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -122,6 +124,7 @@ class LocalCluster:
             "settings": asdict(self.settings),
             "coordinator": asdict(self.coordinator) if self.coordinator else None,
             "nodes": {name: asdict(d) for name, d in self.nodes.items()},
+            "workers": {name: asdict(d) for name, d in self.workers.items()},
         }
         tmp = self.root / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(data, indent=2))
@@ -148,49 +151,37 @@ class LocalCluster:
 
     # Processes -----------------------------------------------------------------------------
 
-    def _spawn(
-        self, daemon: DaemonState, module: str, listen: str, extra: list[str]
-    ) -> subprocess.Popen[bytes]:
+    def _spawn(self, daemon: DaemonState, module: str, args: list[str]) -> subprocess.Popen[bytes]:
         data_dir = Path(daemon.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         ready = data_dir / "ready.json"
         with contextlib.suppress(FileNotFoundError):
             ready.unlink()
-        command = [
-            sys.executable,
-            "-m",
-            module,
-            "--listen",
-            listen,
-            "--data-dir",
-            str(data_dir),
-            "--ready-file",
-            str(ready),
-            *extra,
-            *daemon.args,
-        ]
+        command = [sys.executable, "-m", module, "--ready-file", str(ready), *args, *daemon.args]
         log = (data_dir / "daemon.log").open("ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
         process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            env=env,
-            start_new_session=True,
-            close_fds=True,
-        )
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+            start_new_session=True, close_fds=True,
+        )  # fmt: skip
         log.close()
         self._children[process.pid] = process
         daemon.pid = process.pid
         return process
+
+    def _serving(
+        self, daemon: DaemonState, module: str, listen: str, extra: list[str]
+    ) -> subprocess.Popen[bytes]:
+        """Spawn a daemon that listens and keeps data (coordinator, node)."""
+        args = ["--listen", listen, "--data-dir", daemon.data_dir, *extra]
+        return self._spawn(daemon, module, args)
 
     def _wait_ready(self, daemon: DaemonState, process: subprocess.Popen[bytes]) -> None:
         ready = Path(daemon.data_dir) / "ready.json"
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if ready.exists():
-                daemon.address = json.loads(ready.read_text())["address"]
+                daemon.address = json.loads(ready.read_text()).get("address", "")
                 return
             if process.poll() is not None:
                 raise ClusterError(
@@ -233,9 +224,16 @@ class LocalCluster:
         return flags
 
     def up(
-        self, nodes: int, *, settings: ClusterSettings | None = None, zones: list[str] | None = None
+        self,
+        nodes: int,
+        *,
+        settings: ClusterSettings | None = None,
+        zones: list[str] | None = None,
+        workers: int = 0,
+        worker_slots: int = 0,
     ) -> None:
-        """Start a coordinator and `nodes` storage nodes; ClusterError if one is running."""
+        """Start a coordinator, `nodes` storage nodes and `workers` workers (worker i shares a
+        host id and zone with node i, so map tasks can run next to their data)."""
         if not 1 <= nodes <= 64:
             raise InvalidArgument(f"--nodes must be between 1 and 64, got {nodes}")
         if self.coordinator is not None and self.running(self.coordinator):
@@ -246,7 +244,7 @@ class LocalCluster:
         if settings is not None:
             self.settings = settings
         self.coordinator = DaemonState("coordinator", "coordinator", str(self.root / "coordinator"))
-        process = self._spawn(
+        process = self._serving(
             self.coordinator, "shoal.coordinator", "127.0.0.1:0", self._coordinator_flags()
         )
         try:
@@ -260,9 +258,66 @@ class LocalCluster:
                     name, "node", str(self.root / "nodes" / name), zone=zone
                 )
             self._start_nodes(list(self.nodes.values()), fresh=True)
+            self.workers = {}
+            for _ in range(workers):
+                self.add_worker(slots=worker_slots, start=False)
+            self._start_workers(list(self.workers.values()))
         except BaseException:
             self.down()
             raise
+        self.save()
+
+    def add_worker(self, *, slots: int = 0, start: bool = True) -> DaemonState:
+        """Define (and by default start) one more worker beside the next node."""
+        index = len(self.workers) + 1
+        name = f"worker-{index}"
+        beside = self.nodes.get(f"node-{index}")
+        daemon = DaemonState(
+            name, "worker", str(self.root / "workers" / name), zone=beside.zone if beside else ""
+        )
+        daemon.args = ["--host-id", beside.name if beside else name]
+        if slots:
+            daemon.args += ["--slots", str(slots)]
+        self.workers[name] = daemon
+        if start:
+            self._start_workers([daemon])
+        return daemon
+
+    def _start_workers(self, daemons: list[DaemonState]) -> None:
+        started = []
+        for daemon in daemons:
+            args = ["--coordinator", self.address, "--worker-id", daemon.name]
+            if daemon.zone:
+                args += ["--zone", daemon.zone]
+            started.append((daemon, self._spawn(daemon, "shoal.worker", args)))
+        for daemon, process in started:
+            self._wait_ready(daemon, process)
+        self.save()
+
+    def worker(self, name: str) -> DaemonState:
+        if name not in self.workers:
+            known = ", ".join(sorted(self.workers)) or "none"
+            raise NotFound(
+                f"no worker {name!r} in the local cluster at {self.root} (workers: {known})"
+            )
+        return self.workers[name]
+
+    def start_workers(self, names: list[str]) -> None:
+        """Restart stopped workers."""
+        daemons = [self.worker(name) for name in names]
+        for daemon in daemons:
+            if self.running(daemon):
+                raise ClusterError(f"{daemon.name} is already running (pid {daemon.pid})")
+        self._start_workers(daemons)
+
+    def stop_workers(self, names: list[str], sig: int = signal.SIGTERM) -> None:
+        """Stop workers (SIGKILL: a crash; their tasks are leased again elsewhere)."""
+        daemons = [self.worker(name) for name in names]
+        for daemon in daemons:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(daemon.pid, sig)
+        for daemon in daemons:
+            self._stop(daemon, sig)
         self.save()
 
     def _start_nodes(self, daemons: list[DaemonState], *, fresh: bool = False) -> None:
@@ -272,7 +327,7 @@ class LocalCluster:
             started.append(
                 (
                     daemon,
-                    self._spawn(daemon, "shoal.storage_node", listen, self._node_flags(daemon)),
+                    self._serving(daemon, "shoal.storage_node", listen, self._node_flags(daemon)),
                 )
             )
         for daemon, process in started:
@@ -332,7 +387,7 @@ class LocalCluster:
             raise ClusterError(f"no local cluster in {self.root}")
         if self.running(self.coordinator):
             raise ClusterError("the coordinator is already running")
-        process = self._spawn(
+        process = self._serving(
             self.coordinator,
             "shoal.coordinator",
             self.coordinator.address,
@@ -359,11 +414,17 @@ class LocalCluster:
         return code
 
     def down(self) -> dict[str, int | None]:
-        """Stop every daemon (nodes first); returns exit codes of the ones this process started."""
+        """Stop every daemon (workers and nodes first, together, then the coordinator);
+        returns exit codes of the ones this process started."""
         codes: dict[str, int | None] = {}
-        for daemon in self.nodes.values():
-            if daemon.pid and self.running(daemon):
-                codes[daemon.name] = self._stop(daemon, signal.SIGTERM)
+        daemons = [
+            d for d in [*self.workers.values(), *self.nodes.values()] if d.pid and self.running(d)
+        ]
+        for daemon in daemons:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(daemon.pid, signal.SIGTERM)
+        for daemon in daemons:
+            codes[daemon.name] = self._stop(daemon, signal.SIGTERM)
         if self.coordinator is not None and self.coordinator.pid and self.running(self.coordinator):
             codes["coordinator"] = self._stop(self.coordinator, signal.SIGTERM)
         if self.root.exists():

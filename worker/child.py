@@ -1,0 +1,221 @@
+"""The code that runs inside a worker's task processes.
+
+Each slot process loops: receive a task over its pipe, run it, send progress messages while it
+runs and one result message at the end. User code exceptions come back with their traceback
+and `user_error=True`; failures reading or writing Shoal come back with `user_error=False` so
+the coordinator retries them elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import pickle
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import cloudpickle
+
+from shoal.common.jobspec import (
+    INTERNAL_BUCKET,
+    internal_output_key,
+    map_output_key,
+    output_key,
+    partition_of,
+)
+
+PROGRESS_EVERY_S = 0.1
+MAX_STDERR = 64 * 1024
+
+_conn: Connection | None = None
+_coordinator = ""
+_client: Any = None
+_last_progress = 0.0
+
+
+class UserCodeError(Exception):
+    """The task's own code raised; carries the formatted traceback."""
+
+
+def report_progress(done: int, total: int) -> None:
+    """Set this task's progress (S_i = done of S_max_i = total); cheap to call often."""
+    global _last_progress
+    now = time.monotonic()
+    if _conn is None or (now - _last_progress < PROGRESS_EVERY_S and done < total):
+        return
+    _last_progress = now
+    _conn.send(("progress", int(done), int(total)))
+
+
+def _client_for_tasks() -> Any:
+    global _client
+    if _client is None:
+        from shoal.client import Client
+
+        _client = Client(_coordinator)
+    return _client
+
+
+def resolve(fn: Any) -> Callable[..., Any]:
+    """A callable, or 'package.module:function' imported on the worker."""
+    if callable(fn):
+        return fn  # type: ignore[no-any-return]
+    module_name, _, attr = str(fn).partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj  # type: ignore[no-any-return]
+
+
+def _user(fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception:
+        raise UserCodeError(traceback.format_exc()) from None
+
+
+def run_call(program: dict[str, Any], payload: bytes) -> bytes:
+    args, kwargs = cloudpickle.loads(payload)
+    fn = resolve(program["fn"])
+    try:
+        result = fn(*args, **kwargs)
+    except Exception:
+        raise UserCodeError(traceback.format_exc()) from None
+    return bytes(cloudpickle.dumps(result))
+
+
+def run_map_chunk(program: dict[str, Any], payload: bytes) -> bytes:
+    items = cloudpickle.loads(payload)
+    fn = resolve(program["fn"])
+    results = []
+    for i, item in enumerate(items):
+        results.append(_user(fn, item))
+        report_progress(i + 1, len(items))
+    return bytes(cloudpickle.dumps(results))
+
+
+def _group(pairs: Iterable[Any], partitions: int, combiner: Any) -> list[dict[Any, list[Any]]]:
+    groups: list[dict[Any, list[Any]]] = [{} for _ in range(partitions)]
+    try:
+        for key, value in pairs:
+            groups[partition_of(key, partitions)].setdefault(key, []).append(value)
+    except UserCodeError:
+        raise
+    except Exception:
+        raise UserCodeError(traceback.format_exc()) from None
+    if combiner is not None:
+        for group in groups:
+            for key, values in group.items():
+                group[key] = [_user(combiner, key, values)]
+    return groups
+
+
+def run_map(program: dict[str, Any], task: dict[str, Any]) -> tuple[bytes, list[int]]:
+    client = _client_for_tasks()
+    total = max(task["progress_total"], 1)
+    pieces = []
+    read = 0
+    for piece in client.stream(task["input_bucket"], task["input_key"]):
+        pieces.append(piece)
+        read += len(piece)
+        report_progress(read, total)
+    data = b"".join(pieces)
+    mapper = resolve(program["mapper"])
+    combiner = resolve(program["combiner"]) if program.get("combiner") else None
+    pairs = _user(lambda: list(mapper(task["input_key"], data)))
+    groups = _group(pairs, program["partitions"], combiner)
+    sizes = []
+    for partition, group in enumerate(groups):
+        blob = pickle.dumps(group, protocol=pickle.HIGHEST_PROTOCOL)
+        client.put(INTERNAL_BUCKET, map_output_key(task["job_id"], task["index"], partition), blob)
+        sizes.append(len(blob))
+    report_progress(total, total)
+    return b"", sizes
+
+
+def run_reduce(program: dict[str, Any], task: dict[str, Any]) -> bytes:
+    client = _client_for_tasks()
+    partition, job_id = task["index"], task["job_id"]
+    total = max(task["progress_total"], 1)
+    merged: dict[Any, list[Any]] = {}
+    read = 0
+    for map_index in range(task["map_tasks"]):
+        blob = client.get(INTERNAL_BUCKET, map_output_key(job_id, map_index, partition))
+        read += len(blob)
+        for key, values in pickle.loads(blob).items():
+            merged.setdefault(key, []).extend(values)
+        report_progress(read, total)
+    reducer = resolve(program["reducer"])
+    try:
+        keys = sorted(merged)
+    except TypeError:
+        keys = list(merged)
+    results = [(key, _user(reducer, key, merged[key])) for key in keys]
+    output = program.get("output")
+    if output:
+        bucket, prefix = output
+        try:
+            lines = "".join(json.dumps({"key": k, "value": v}) + "\n" for k, v in results)
+        except TypeError as exc:
+            raise UserCodeError(
+                f"reducer output is not JSON-serializable for output=...: {exc}"
+            ) from None
+        client.put(bucket, output_key(prefix, partition), lines.encode())
+    else:
+        client.put(
+            INTERNAL_BUCKET,
+            internal_output_key(job_id, partition),
+            pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL),
+        )
+    report_progress(total, total)
+    return b""
+
+
+def execute(task: dict[str, Any]) -> dict[str, Any]:
+    """Run one task; never raises."""
+    stderr = io.StringIO()
+    reply: dict[str, Any] = {
+        "ok": False,
+        "result": b"",
+        "error": "",
+        "user_error": False,
+        "partition_bytes": [],
+    }
+    try:
+        with contextlib.redirect_stderr(stderr):
+            program = cloudpickle.loads(task["program"])
+            kind = task["kind"]
+            if kind == "call":
+                reply["result"] = run_call(program, task["payload"])
+            elif kind == "map_chunk":
+                reply["result"] = run_map_chunk(program, task["payload"])
+            elif kind == "mr_map":
+                reply["result"], reply["partition_bytes"] = run_map(program, task)
+            elif kind == "mr_reduce":
+                reply["result"] = run_reduce(program, task)
+            else:
+                raise ValueError(f"unknown task kind {kind!r}")
+            reply["ok"] = True
+    except UserCodeError as exc:
+        reply["error"], reply["user_error"] = str(exc), True
+    except Exception:
+        reply["error"] = traceback.format_exc()
+    reply["stderr"] = stderr.getvalue()[-MAX_STDERR:]
+    return reply
+
+
+def slot_main(conn: Connection, coordinator: str) -> None:
+    """Entry point of a slot process: serve tasks from the pipe until it closes."""
+    global _conn, _coordinator
+    _conn, _coordinator = conn, coordinator
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        conn.send(("done", execute(task)))

@@ -1,0 +1,51 @@
+"""WorkerConfig: every setting of `shoal-worker`, with its default, unit and env var."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+from shoal.common.config import setting
+from shoal.common.errors import ConfigError
+
+
+def _total_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 0
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Settings of a worker."""
+
+    coordinator: str = setting("127.0.0.1:7000", "coordinator address HOST:PORT")
+    slots: int = setting(os.cpu_count() or 1, "task processes (cpus offered); default: cores")
+    memory: int = setting(
+        _total_memory(), "bytes of memory tasks may declare in total", unit="bytes"
+    )
+    zone: str = setting("", "failure zone label; map tasks prefer workers in their data's zone")
+    host_id: str = setting(
+        socket.gethostname(), "host identity; equal to a storage node's id when they share a host"
+    )
+    worker_id: str = setting("", "worker id (default: <host-id>-w<pid>)")
+    rpc_timeout: float = setting(10.0, "timeout of calls to the coordinator", unit="seconds")
+    shutdown_grace: float = setting(
+        10.0, "seconds running tasks get to finish on SIGTERM", unit="seconds"
+    )
+    ready_file: str = setting("", "write {pid, worker_id} as JSON here once registered")
+    log_level: str = setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    log_format: str = setting("text", "log line format", choices=("text", "json"))
+
+    def validate(self) -> None:
+        """Reject settings that cannot work, naming the key."""
+        if ":" not in self.coordinator:
+            raise ConfigError(
+                f"invalid value for 'coordinator': {self.coordinator!r} is not HOST:PORT"
+            )
+        if not 1 <= self.slots <= 1024:
+            raise ConfigError("invalid value for 'slots': must be between 1 and 1024")
+        if self.memory < 0:
+            raise ConfigError("invalid value for 'memory': must be >= 0")
