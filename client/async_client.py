@@ -31,7 +31,7 @@ from shoal.client.jobs import (
 )
 from shoal.client.put import PutTuning, run_put
 from shoal.client.sources import PutData, StripeSource
-from shoal.client.status import status_to_dict
+from shoal.client.status import job_to_dict, status_to_dict
 from shoal.client.types import BucketInfo, ObjectInfo, RepairErrorInfo
 from shoal.common.channels import NodeChannels
 from shoal.common.erasure import check_redundancy
@@ -291,7 +291,10 @@ class AsyncClient:
     async def status(self) -> dict[str, Any]:
         """The cluster status that `clusterctl status` shows (see docs/status-schema.md)."""
         reply = await self._call("ClusterStatus", cpb.ClusterStatusRequest())
-        return status_to_dict(reply)
+        jobs = await self._jobs_call("ListJobs", jobs_pb.ListJobsRequest(limit=10))
+        status = status_to_dict(reply)
+        status["jobs"] = [job_to_dict(JobStatus.from_proto(j)) for j in jobs.jobs]
+        return status
 
     # Jobs ----------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from shoal.rpc.v1 import common_pb2 as common
@@ -117,4 +118,30 @@ def _repair(r: cpb.RepairStatus) -> dict[str, Any]:
         "eta_s": round(r.eta_s, 1),
         "errors": r.errors,
         "mean_rebuild_s": round(r.mean_rebuild_s, 3),
+    }
+
+
+def job_to_dict(job: Any) -> dict[str, Any]:
+    """A JobStatus as the status schema's job entry."""
+    started = job.started.timestamp() if job.started else 0.0
+    finished = job.finished.timestamp() if job.finished else 0.0
+    elapsed = (finished or time.time()) - started if started else 0.0
+    return {
+        "job_id": job.job_id,
+        "name": job.name,
+        "kind": job.kind,
+        "state": job.state,
+        "phase": job.phase,
+        "progress": round(job.progress, 4),
+        "tasks": dict(job.tasks),
+        "tasks_done": job.tasks["succeeded"],
+        "tasks_total": sum(job.tasks.values()),
+        "elapsed_s": round(elapsed, 1),
+        "eta_s": round(job.eta_s, 1),
+        "local_tasks": job.local_tasks,
+        "located_tasks": job.located_tasks,
+        "local_ratio": _ratio(job.local_tasks, job.located_tasks) if job.located_tasks else None,
+        "rerun_tasks": job.rerun_tasks,
+        "backup_tasks": job.backup_tasks,
+        "error": job.error.strip().splitlines()[-1] if job.error else "",
     }

@@ -67,6 +67,7 @@ class ClusterSettings:
     scrub_interval_s: float = 86400.0
     scrub_rate: int = 64 * 1024 * 1024
     repair_bandwidth: int = 256 * 1024 * 1024
+    lease_timeout_s: float = 10.0
 
 
 def pid_alive(pid: int) -> bool:
@@ -204,6 +205,7 @@ class LocalCluster:
             "--orphan-grace": s.orphan_grace_s,
             "--upload-timeout": s.upload_timeout_s,
             "--repair-bandwidth": s.repair_bandwidth,
+            "--lease-timeout": s.lease_timeout_s,
             "--default-k": s.k,
             "--default-n": s.n,
             "--stripe-bytes": s.stripe_bytes,

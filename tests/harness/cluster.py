@@ -25,6 +25,7 @@ TEST_SETTINGS = ClusterSettings(
     heartbeat_interval_s=0.2,
     stripe_bytes=1024 * 1024,
     delete_grace_s=0.5,
+    lease_timeout_s=3.0,
 )
 # Self-healing tests: nodes count as down after 3 s and are repaired 2 s later; orphans are
 # collected after 2 s; reconciliation runs every 2 s.
