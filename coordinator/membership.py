@@ -174,7 +174,7 @@ class Membership:
             r.node_id
             for r in self.nodes.values()
             if r.admin_state == DECOMMISSIONED
-            or (r.liveness == DOWN and self.heartbeat_age(r) > self.repair_after_s)
+            or (r.liveness == DOWN and self.down_for(r) > self.repair_after_s)
         }
 
     def draining_ids(self) -> set[str]:
@@ -195,11 +195,14 @@ class Membership:
         return time.monotonic() - record.last_heartbeat
 
     def down_for(self, record: NodeRecord) -> float:
-        """Seconds since the last heartbeat of a down node (0 when it is not down)."""
-        return self.heartbeat_age(record) if record.liveness == DOWN else 0.0
+        """Seconds since a down node became down (`down_after` past its last heartbeat);
+        0 when it is not down. Repair starts when this passes `repair_after`."""
+        if record.liveness != DOWN:
+            return 0.0
+        return max(self.heartbeat_age(record) - self.down_after_s, 0.0)
 
     def repair_in(self, record: NodeRecord) -> float:
         """Seconds until repair of a down node's shards starts (0 once it has, or not down)."""
         if record.liveness != DOWN or record.admin_state == DECOMMISSIONED:
             return 0.0
-        return max(self.repair_after_s - self.heartbeat_age(record), 0.0)
+        return max(self.repair_after_s - self.down_for(record), 0.0)

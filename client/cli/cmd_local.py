@@ -10,7 +10,7 @@ from shoal.client.cli.address import data_dir, load_cluster
 from shoal.client.cli.failures import UsageError
 from shoal.client.cli.local_cluster import ClusterError, ClusterSettings
 from shoal.common.erasure import check_redundancy
-from shoal.common.units import parse_duration, parse_size
+from shoal.common.units import format_duration, parse_duration, parse_size
 
 DEFAULTS = ClusterSettings()
 
@@ -25,6 +25,14 @@ def _duration(text: str) -> float:
     return seconds
 
 
+def _delay(text: str) -> float:
+    """A duration that may be zero."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _size(text: str) -> int:
     try:
         size = parse_size(text)
@@ -33,6 +41,13 @@ def _size(text: str) -> int:
     if size <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
     return size
+
+
+def _span(seconds: float) -> str:
+    """'500ms', '2.5s', '2m00s': exact below a minute, compact above."""
+    if 0 < seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    return f"{seconds:g}s" if seconds < 60 else format_duration(seconds)
 
 
 def _zones(text: str | None) -> list[str] | None:
@@ -51,11 +66,22 @@ def cmd_up(args: argparse.Namespace) -> int:
     nodes: int = args.nodes
     check_redundancy(k, n)
     zones = _zones(args.zones)
+    heartbeat_timeout: float = args.heartbeat_timeout
+    down_after: float | None = args.down_after
+    if down_after is None:
+        down_after = max(DEFAULTS.down_after_s, heartbeat_timeout)
+    elif down_after < heartbeat_timeout:
+        raise UsageError(
+            f"--down-after ({_span(down_after)}) must be at least --heartbeat-timeout "
+            f"({_span(heartbeat_timeout)})"
+        )
     settings = ClusterSettings(
         k=k,
         n=n,
-        heartbeat_timeout_s=args.heartbeat_timeout,
+        heartbeat_timeout_s=heartbeat_timeout,
         stripe_bytes=args.stripe_bytes,
+        down_after_s=down_after,
+        repair_after_s=args.repair_after,
     )
     cluster = load_cluster(data_dir(args))
     cluster.up(nodes, settings=settings, zones=zones)
@@ -66,6 +92,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(f"coordinator at {cluster.address} with {nodes} nodes (k={k}, n={n}) in {cluster.root}")
+    print(
+        f"nodes are down after {_span(settings.down_after_s)} without a heartbeat; "
+        f"repair starts after {_span(settings.repair_after_s)}"
+    )
     print(f"export SHOAL_COORDINATOR={cluster.address}")
     return 0
 
@@ -104,7 +134,7 @@ def cmd_node_start(args: argparse.Namespace) -> int:
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    """Add up, down and node to `sub`; `common` holds --data-dir and --debug."""
+    """Add up and down to `sub`; `common` holds --data-dir and --debug."""
     up = sub.add_parser("up", parents=[common], help="start a local cluster")
     up.add_argument("--nodes", type=int, default=6, help="storage nodes to start (default: 6)")
     up.add_argument("--k", type=int, default=DEFAULTS.k, help="default data shards (default: 4)")
@@ -114,7 +144,22 @@ def register(
         type=_duration,
         default=DEFAULTS.heartbeat_timeout_s,
         metavar="S",
-        help="seconds (or 500ms, 1m) before a silent node is down (default: 3)",
+        help="seconds (or 500ms, 1m) before a silent node is suspect (default: 3)",
+    )
+    up.add_argument(
+        "--down-after",
+        type=_duration,
+        metavar="S",
+        help="seconds without a heartbeat before a node is down and its shards stop counting "
+        f"(default: {DEFAULTS.down_after_s:g}, at least --heartbeat-timeout)",
+    )
+    up.add_argument(
+        "--repair-after",
+        type=_delay,
+        default=DEFAULTS.repair_after_s,
+        metavar="S",
+        help="how long a node may stay down before its shards are rebuilt elsewhere "
+        f"(default: {_span(DEFAULTS.repair_after_s)})",
     )
     up.add_argument(
         "--stripe-bytes",
@@ -129,12 +174,17 @@ def register(
     down = sub.add_parser("down", parents=[common], help="stop the local cluster")
     down.set_defaults(handler=cmd_down)
 
-    node = sub.add_parser("node", help="stop or start one node of the local cluster")
-    actions = node.add_subparsers(dest="action", metavar="ACTION", required=True)
-    stop = actions.add_parser("stop", parents=[common], help="stop a node")
+
+def register_node(
+    actions: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """Add stop and start (local cluster only) to the `node` subcommand's `actions`."""
+    stop = actions.add_parser("stop", parents=[common], help="stop a node of the local cluster")
     stop.add_argument("node", metavar="ID")
     stop.add_argument("--kill", action="store_true", help="SIGKILL (a crash) instead of SIGTERM")
     stop.set_defaults(handler=cmd_node_stop)
-    start = actions.add_parser("start", parents=[common], help="restart a stopped node")
+    start = actions.add_parser(
+        "start", parents=[common], help="restart a stopped node of the local cluster"
+    )
     start.add_argument("node", metavar="ID")
     start.set_defaults(handler=cmd_node_start)

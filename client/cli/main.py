@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from shoal.client.cli import cmd_local, cmd_objects, cmd_status
+from shoal.client.cli import cmd_local, cmd_objects, cmd_ops, cmd_status
 from shoal.client.cli.failures import NoCoordinator, UsageError, describe
 from shoal.common.errors import ConnectionFailed, ShoalError, Unavailable
 
@@ -55,13 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         parents=[_options(remote=True, suppress=False)],
-        description="Operate a Shoal cluster: local daemons, status, buckets and objects.",
+        description="Operate a Shoal cluster: local daemons, status, repair, nodes, buckets and "
+        "objects.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     local = _options(remote=False, suppress=True)
     remote = _options(remote=True, suppress=True)
     cmd_local.register(sub, local)
+    node = sub.add_parser(
+        "node", help="drain or remove a node (any cluster); stop or start one (local cluster)"
+    )
+    actions = node.add_subparsers(dest="action", metavar="ACTION", required=True)
+    cmd_ops.register_node(actions, remote)
+    cmd_local.register_node(actions, local)
     cmd_status.register(sub, remote)
+    cmd_ops.register(sub, remote)
     cmd_objects.register(sub, remote)
     return parser
 

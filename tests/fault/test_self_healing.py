@@ -200,7 +200,7 @@ def test_repair_hold_pauses_and_countdown_shows_when_repair_starts(
 
         def countdown_over() -> bool:
             node = next(n for n in client.status()["nodes"] if n["node_id"] == "node-2")
-            return node["repair_in_s"] == 0 and node["down_for_s"] > settings.repair_after_s + 2
+            return node["repair_in_s"] == 0 and node["down_for_s"] > settings.repair_after_s + 1
 
         wait_for(countdown_over, timeout_s=30, what="the repair countdown to run out")
         status = client.status()
