@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast lint typecheck proto proto-check wheel-check clean
+.PHONY: install demo test lint typecheck proto proto-check bench bench-full clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,11 +22,20 @@ install: $(STAMP)
 demo: install
 	$(PY) examples/demo.py
 
+# Benchmarks print Shoal's figures next to baselines measured in the same run; never asserted.
+bench: install
+	$(PY) -m bench.storage --quick
+	$(PY) -m bench.wordcount --mib 32
+
+bench-full: install
+	$(PY) -m bench.storage
+	$(PY) -m bench.wordcount
+
 lint: install
 	$(PY) -m ruff check .
 
 typecheck: install
-	cd $(VENV) && ../$(PY) -m mypy --config-file ../pyproject.toml -p shoal.common -p shoal.storage_node -p shoal.coordinator -p shoal.client
+	cd $(VENV) && ../$(PY) -m mypy --config-file ../pyproject.toml -p shoal.common -p shoal.storage_node -p shoal.coordinator -p shoal.client -p shoal.worker
 
 proto: install
 	$(PY) proto/generate.py

@@ -1,0 +1,185 @@
+"""Word count through Shoal next to the same count done locally, on the same bytes, in one run.
+
+    python -m bench.wordcount [--mib 256] [--objects 64] [--workers 2] [--partitions 4] [--json]
+
+A temporary local cluster (6 storage nodes at (4, 6), `--workers` workers with one slot per
+core) stores a generated corpus; `examples/wordcount.py` counts it with a map-reduce job. The
+same corpus is also written to local files and counted by a single process
+(`collections.Counter`) and by `multiprocessing.Pool(2)`, with the same tokenizer. All three
+results must equal the counts known from generation; the timings are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.common import (
+    MIB,
+    Report,
+    Row,
+    cluster_cpu_seconds,
+    cpu_seconds,
+    emit,
+    peak_rss_mib,
+    say,
+    temporary_cluster,
+)
+from examples.wordcount import Corpus, count_words, object_key, run
+from shoal.client import Client
+
+BUCKET = "corpus"
+PREFIX = "text/"
+POOL_PROCESSES = 2
+
+
+def count_file(path: str) -> Counter[str]:
+    """The word counts of one local file (the unit of work of both baselines)."""
+    return count_words(Path(path).read_bytes().decode("utf-8", errors="replace"))
+
+
+def count_single(paths: list[str]) -> Counter[str]:
+    """Baseline 1: one process reads and counts every file."""
+    total: Counter[str] = Counter()
+    for path in paths:
+        total.update(count_file(path))
+    return total
+
+
+def count_pool(paths: list[str], processes: int = POOL_PROCESSES) -> Counter[str]:
+    """Baseline 2: a multiprocessing pool counts one file per task (pool start-up included)."""
+    total: Counter[str] = Counter()
+    with multiprocessing.Pool(processes) as pool:
+        for counts in pool.imap_unordered(count_file, paths):
+            total.update(counts)
+    return total
+
+
+def timed_call(
+    fn: Callable[[list[str]], Counter[str]], paths: list[str]
+) -> tuple[Counter[str], float, float]:
+    """(counts, elapsed seconds, CPU seconds of this process and its reaped children)."""
+    cpu = cpu_seconds()
+    started = time.perf_counter()
+    result = fn(paths)
+    return result, time.perf_counter() - started, cpu_seconds() - cpu
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Word count through Shoal vs local baselines.")
+    parser.add_argument("--mib", type=float, default=256.0, help="corpus size in MiB")
+    parser.add_argument("--objects", type=int, default=64, help="objects (map tasks)")
+    parser.add_argument("--workers", type=int, default=2, help="Shoal workers")
+    parser.add_argument("--partitions", type=int, default=4, help="reduce partitions")
+    parser.add_argument("--seed", type=int, default=0, help="corpus seed")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+    if args.mib <= 0 or args.objects < 1 or args.workers < 1:
+        parser.error("--mib > 0, --objects >= 1 and --workers >= 1 are required")
+    cores = os.cpu_count() or 1
+    corpus = Corpus(int(args.mib * MIB), args.objects, args.seed)
+    report = Report(
+        f"word count: {args.mib:g} MiB in {args.objects} objects, 6 nodes at (4, 6), "
+        f"{args.workers} workers x {cores} slots, {args.partitions} partitions"
+    )
+    with tempfile.TemporaryDirectory(prefix="shoal-bench-corpus-") as scratch:
+        say(f"generating {args.mib:g} MiB in {args.objects} local files")
+        paths: list[str] = []
+        for index, text in corpus:
+            path = Path(scratch) / f"{index:05d}.txt"
+            path.write_bytes(text)
+            paths.append(str(path))
+        expected = corpus.expected()
+        size = sum(Path(path).stat().st_size for path in paths)
+        # The baselines run before any gRPC channel exists: Pool forks, and gRPC threads and
+        # fork do not mix.
+        say("baseline: single-process Counter")
+        single, single_s, single_cpu = timed_call(count_single, paths)
+        say(f"baseline: multiprocessing.Pool({POOL_PROCESSES})")
+        pooled, pool_s, pool_cpu = timed_call(count_pool, paths)
+        say(f"starting a local cluster (6 nodes, {args.workers} workers x {cores} slots)")
+        with (
+            temporary_cluster(6, workers=args.workers, worker_slots=cores) as cluster,
+            Client(cluster.address) as client,
+        ):
+            client.create_bucket(BUCKET, k=4, n=6)
+            say(f"uploading {args.objects} objects")
+            started = time.perf_counter()
+            for index, name in enumerate(paths):
+                client.put(BUCKET, object_key(PREFIX, index), name)
+            upload_s = time.perf_counter() - started
+            say("Shoal: map_reduce word count")
+            before = (cluster_cpu_seconds(cluster), cpu_seconds())
+            result = run(client, BUCKET, PREFIX, args.partitions, show_progress=not args.json)
+            after = (cluster_cpu_seconds(cluster), cpu_seconds())
+    shoal_cpu = None
+    if before[0] is not None and after[0] is not None:
+        shoal_cpu = after[0] - before[0] + after[1] - before[1]
+    correct = {
+        "shoal": result.counts == expected,
+        "single_process": single == expected,
+        "pool": pooled == expected,
+    }
+    mib = size / MIB
+    report.add(
+        Row(
+            "word count, end to end", "s", result.elapsed_s, single_s,
+            "single-process collections.Counter", higher_is_better=False,
+        )
+    )  # fmt: skip
+    report.add(
+        Row(
+            "word count, end to end", "s", result.elapsed_s, pool_s,
+            f"multiprocessing.Pool({POOL_PROCESSES})", higher_is_better=False,
+        )
+    )  # fmt: skip
+    report.add(
+        Row(
+            "word count, CPU time", "s", shoal_cpu, single_cpu,
+            "single-process collections.Counter", higher_is_better=False,
+        )
+    )  # fmt: skip
+    status = result.status
+    report.notes += [
+        "CPU time: Shoal counts every process of the cluster and this client during the job; "
+        f"Pool({POOL_PROCESSES}) used {pool_cpu:.1f} CPU s",
+        f"corpus: {mib:.1f} MiB, {expected.total():,} words, {len(expected):,} distinct; "
+        f"uploaded at {mib / upload_s:.1f} MiB/s ({upload_s:.1f}s, not in the figures)",
+        f"throughput: Shoal {mib / result.elapsed_s:.1f} MiB/s, single process "
+        f"{mib / single_s:.1f} MiB/s, Pool({POOL_PROCESSES}) {mib / pool_s:.1f} MiB/s",
+        f"map tasks on the host holding their input: {status.local_tasks}/"
+        f"{status.located_tasks} ({result.local_ratio:.0%}); reruns {status.rerun_tasks}, "
+        f"backups {status.backup_tasks}",
+        "results equal the generated counts: "
+        + ", ".join(f"{name} {'YES' if ok else 'NO'}" for name, ok in correct.items()),
+        f"bench process peak RSS: {peak_rss_mib():.0f} MiB",
+    ]
+    report.extra = {
+        "mib": mib,
+        "objects": args.objects,
+        "workers": args.workers,
+        "worker_slots": cores,
+        "partitions": args.partitions,
+        "seconds": {"shoal": result.elapsed_s, "single_process": single_s, "pool": pool_s},
+        "cpu_seconds": {"shoal": shoal_cpu, "single_process": single_cpu, "pool": pool_cpu},
+        "upload_seconds": upload_s,
+        "local_tasks": status.local_tasks,
+        "located_tasks": status.located_tasks,
+        "correct": correct,
+    }
+    emit(report, args.json)
+    if not all(correct.values()):
+        print("word count results differ from the expected counts", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
