@@ -291,9 +291,12 @@ class AsyncClient:
     async def status(self) -> dict[str, Any]:
         """The cluster status that `clusterctl status` shows (see docs/status-schema.md)."""
         reply = await self._call("ClusterStatus", cpb.ClusterStatusRequest())
-        jobs = await self._jobs_call("ListJobs", jobs_pb.ListJobsRequest(limit=10))
+        recent = await self._jobs_call("ListJobs", jobs_pb.ListJobsRequest(limit=10))
+        active = await self._jobs_call("ListJobs", jobs_pb.ListJobsRequest(active_only=True))
+        merged = {j.job_id: j for j in [*active.jobs, *recent.jobs]}
+        newest_first = sorted(merged.values(), key=lambda j: j.created, reverse=True)
         status = status_to_dict(reply)
-        status["jobs"] = [job_to_dict(JobStatus.from_proto(j)) for j in jobs.jobs]
+        status["jobs"] = [job_to_dict(JobStatus.from_proto(j)) for j in newest_first]
         return status
 
     # Jobs ----------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""Local cluster commands: up, down, node stop/start (daemons on this machine)."""
+"""Local cluster commands: up, down, node stop/start, worker stop/start (daemons on this
+machine)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
@@ -15,7 +17,7 @@ from shoal.common.units import format_duration, parse_duration, parse_size
 DEFAULTS = ClusterSettings()
 
 
-def _duration(text: str) -> float:
+def duration_arg(text: str) -> float:
     try:
         seconds = parse_duration(text)
     except ValueError as exc:
@@ -41,6 +43,24 @@ def _size(text: str) -> int:
     if size <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
     return size
+
+
+def _count(text: str, *, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+    return value
+
+
+def _workers(text: str) -> int:
+    return _count(text, minimum=0)
+
+
+def _slots(text: str) -> int:
+    return _count(text, minimum=1)
 
 
 def _span(seconds: float) -> str:
@@ -83,8 +103,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         down_after_s=down_after,
         repair_after_s=args.repair_after,
     )
+    workers: int = args.workers
+    slots: int | None = args.worker_slots
     cluster = load_cluster(data_dir(args))
-    cluster.up(nodes, settings=settings, zones=zones)
+    cluster.up(nodes, settings=settings, zones=zones, workers=workers, worker_slots=slots or 0)
     if n > nodes:
         print(
             f"clusterctl: warning: n={n} exceeds the {nodes} nodes started; writes at the "
@@ -96,16 +118,23 @@ def cmd_up(args: argparse.Namespace) -> int:
         f"nodes are down after {_span(settings.down_after_s)} without a heartbeat; "
         f"repair starts after {_span(settings.repair_after_s)}"
     )
+    if workers:
+        each = slots or os.cpu_count() or 1
+        print(
+            f"{workers} worker{'s' if workers != 1 else ''} ({', '.join(cluster.workers)}) "
+            f"with {each} task slot{'s' if each != 1 else ''} each; "
+            "jobs: clusterctl job list"
+        )
     print(f"export SHOAL_COORDINATOR={cluster.address}")
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    """Stop every daemon of the local cluster (nodes first)."""
+    """Stop every daemon of the local cluster (workers and nodes first)."""
     cluster = load_cluster(data_dir(args))
     if cluster.coordinator is None:
         raise ClusterError(f"no local cluster in {cluster.root}")
-    daemons = [*cluster.nodes.values(), cluster.coordinator]
+    daemons = [*cluster.workers.values(), *cluster.nodes.values(), cluster.coordinator]
     running = [d.name for d in daemons if d.pid and cluster.running(d)]
     cluster.down()
     if running:
@@ -131,6 +160,28 @@ def cmd_node_start(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker_stop(args: argparse.Namespace) -> int:
+    """Stop one worker of the local cluster (SIGTERM, or SIGKILL with --kill: its tasks are
+    leased again to other workers)."""
+    name: str = args.worker
+    cluster = load_cluster(data_dir(args))
+    daemon = cluster.worker(name)
+    if not cluster.running(daemon):
+        raise ClusterError(f"{name} is not running")
+    cluster.stop_workers([name], signal.SIGKILL if args.kill else signal.SIGTERM)
+    print(f"{'killed' if args.kill else 'stopped'} {name}")
+    return 0
+
+
+def cmd_worker_start(args: argparse.Namespace) -> int:
+    """Restart a stopped worker of the local cluster."""
+    name: str = args.worker
+    cluster = load_cluster(data_dir(args))
+    cluster.start_workers([name])
+    print(f"started {name} (pid {cluster.worker(name).pid})")
+    return 0
+
+
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
@@ -141,14 +192,14 @@ def register(
     up.add_argument("--n", type=int, default=DEFAULTS.n, help="default total shards (default: 6)")
     up.add_argument(
         "--heartbeat-timeout",
-        type=_duration,
+        type=duration_arg,
         default=DEFAULTS.heartbeat_timeout_s,
         metavar="S",
         help="seconds (or 500ms, 1m) before a silent node is suspect (default: 3)",
     )
     up.add_argument(
         "--down-after",
-        type=_duration,
+        type=duration_arg,
         metavar="S",
         help="seconds without a heartbeat before a node is down and its shards stop counting "
         f"(default: {DEFAULTS.down_after_s:g}, at least --heartbeat-timeout)",
@@ -169,9 +220,24 @@ def register(
         help="stripe size in bytes or with a unit such as 1MiB (default: 4MiB)",
     )
     up.add_argument("--zones", metavar="Z1,Z2,...", help="assign nodes to zones round-robin")
+    up.add_argument(
+        "--workers",
+        type=_workers,
+        default=0,
+        metavar="N",
+        help="task workers to start; worker i runs beside node i (default: 0)",
+    )
+    up.add_argument(
+        "--worker-slots",
+        type=_slots,
+        metavar="S",
+        help="task slots (cpus offered) per worker (default: the number of cores)",
+    )
     up.set_defaults(handler=cmd_up)
 
-    down = sub.add_parser("down", parents=[common], help="stop the local cluster")
+    down = sub.add_parser(
+        "down", parents=[common], help="stop the local cluster (workers, nodes, coordinator)"
+    )
     down.set_defaults(handler=cmd_down)
 
 
@@ -188,3 +254,20 @@ def register_node(
     )
     start.add_argument("node", metavar="ID")
     start.set_defaults(handler=cmd_node_start)
+
+
+def register_worker(
+    actions: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """Add stop and start (local cluster only) to the `worker` subcommand's `actions`."""
+    stop = actions.add_parser("stop", parents=[common], help="stop a worker of the local cluster")
+    stop.add_argument("worker", metavar="ID")
+    stop.add_argument(
+        "--kill", action="store_true", help="SIGKILL (a crash: its tasks run again elsewhere)"
+    )
+    stop.set_defaults(handler=cmd_worker_stop)
+    start = actions.add_parser(
+        "start", parents=[common], help="restart a stopped worker of the local cluster"
+    )
+    start.add_argument("worker", metavar="ID")
+    start.set_defaults(handler=cmd_worker_start)

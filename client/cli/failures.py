@@ -13,6 +13,10 @@ class NoCoordinator(ShoalError):
     """No coordinator address could be found (flag, environment or local cluster)."""
 
 
+class JobNotSucceeded(ShoalError):
+    """`job watch` saw the job fail or get cancelled (exit status 1)."""
+
+
 def describe(exc: BaseException) -> str:
     """One line describing `exc` for the user, without the exception class."""
     if isinstance(exc, OSError) and exc.strerror:

@@ -315,9 +315,9 @@ class LocalCluster:
     def stop_workers(self, names: list[str], sig: int = signal.SIGTERM) -> None:
         """Stop workers (SIGKILL: a crash; their tasks are leased again elsewhere)."""
         daemons = [self.worker(name) for name in names]
+        daemons = [d for d in daemons if self.running(d)]
         for daemon in daemons:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(daemon.pid, sig)
+            self._signal(daemon, sig)
         for daemon in daemons:
             self._stop(daemon, sig)
         self.save()
@@ -363,9 +363,9 @@ class LocalCluster:
     def stop_nodes(self, names: list[str], sig: int = signal.SIGTERM) -> None:
         """Stop several nodes: signal all first, then wait for each."""
         daemons = [self.node(name) for name in names]
+        daemons = [d for d in daemons if self.running(d)]
         for daemon in daemons:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(daemon.pid, sig)
+            self._signal(daemon, sig)
         for daemon in daemons:
             self._stop(daemon, sig)
         self.save()
@@ -398,16 +398,23 @@ class LocalCluster:
         self._wait_ready(self.coordinator, process)
         self.save()
 
+    @staticmethod
+    def _signal(daemon: DaemonState, sig: int) -> None:
+        """Signal a daemon. Never pid 0 or below: os.kill(0, ...) signals our own group."""
+        if daemon.pid > 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(daemon.pid, sig)
+
     def _stop(self, daemon: DaemonState, sig: int) -> int | None:
         """Signal a daemon and wait for it; escalate to SIGKILL after STOP_TIMEOUT_S."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(daemon.pid, sig)
+        if daemon.pid <= 0:
+            return None
+        self._signal(daemon, sig)
         deadline = time.monotonic() + STOP_TIMEOUT_S
         while self.running(daemon) and time.monotonic() < deadline:
             time.sleep(0.02)
         if self.running(daemon):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(daemon.pid, signal.SIGKILL)
+            self._signal(daemon, signal.SIGKILL)
             while self.running(daemon):
                 time.sleep(0.02)
         child = self._children.pop(daemon.pid, None)
@@ -423,8 +430,7 @@ class LocalCluster:
             d for d in [*self.workers.values(), *self.nodes.values()] if d.pid and self.running(d)
         ]
         for daemon in daemons:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(daemon.pid, signal.SIGTERM)
+            self._signal(daemon, signal.SIGTERM)
         for daemon in daemons:
             codes[daemon.name] = self._stop(daemon, signal.SIGTERM)
         if self.coordinator is not None and self.coordinator.pid and self.running(self.coordinator):

@@ -2,7 +2,8 @@
 
 Exit status: 0 success; 1 a Shoal or OS error (one line on stderr); 2 a usage error; 130
 interrupted. `status` exits 0/1/2 for HEALTHY/DEGRADED/UNAVAILABLE and 2 if the coordinator
-cannot be reached. `--debug` adds tracebacks.
+cannot be reached (`status --watch` runs until Ctrl-C and exits 130). `job watch` exits 0 when
+the job succeeded, 1 when it failed or was cancelled. `--debug` adds tracebacks.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from shoal.client.cli import cmd_local, cmd_objects, cmd_ops, cmd_status
+from shoal.client.cli import cmd_jobs, cmd_local, cmd_objects, cmd_ops, cmd_status
 from shoal.client.cli.failures import NoCoordinator, UsageError, describe
 from shoal.common.errors import ConnectionFailed, ShoalError, Unavailable
 
@@ -55,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         parents=[_options(remote=True, suppress=False)],
-        description="Operate a Shoal cluster: local daemons, status, repair, nodes, buckets and "
-        "objects.",
+        description="Operate a Shoal cluster: local daemons, status, repair, nodes, jobs, buckets "
+        "and objects.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     local = _options(remote=False, suppress=True)
@@ -68,8 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     actions = node.add_subparsers(dest="action", metavar="ACTION", required=True)
     cmd_ops.register_node(actions, remote)
     cmd_local.register_node(actions, local)
+    worker = sub.add_parser("worker", help="stop or start a worker (local cluster)")
+    cmd_local.register_worker(
+        worker.add_subparsers(dest="action", metavar="ACTION", required=True), local
+    )
     cmd_status.register(sub, remote)
     cmd_ops.register(sub, remote)
+    cmd_jobs.register(sub, remote)
     cmd_objects.register(sub, remote)
     return parser
 

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from shoal.client.cli.jobs_view import status_jobs_section
 from shoal.common.units import format_bytes, format_duration
 
 HEALTH_STYLE = {"HEALTHY": "bold green", "DEGRADED": "bold yellow", "UNAVAILABLE": "bold red"}
@@ -321,54 +322,68 @@ def held_banner() -> Text:
     )
 
 
-def render_status(status: dict[str, Any], console: Console) -> None:
-    """Print the status: health, repair, capacity, nodes, redundancy margin, objects, stripes."""
+def status_view(status: dict[str, Any], console: Console) -> list[RenderableType]:
+    """The status as renderables, top to bottom: health, repair, capacity, nodes, redundancy
+    margin, objects, stripes and jobs (blank Text lines separate the sections)."""
+    view: list[RenderableType] = []
     health = status["health"]
     line = Text("Health: ")
     line.append(health, style=HEALTH_STYLE.get(health, "bold"))
     line.append(f" ({status['reason']})")
-    console.print(line)
+    view.append(line)
     repair: dict[str, Any] = status.get("repair") or {}
     if repair.get("held"):
-        console.print(held_banner())
+        view.append(held_banner())
     capacity = status["capacity"]
     redundancy = status["default_redundancy"]
-    console.print(
-        f"Capacity: raw {format_bytes(capacity['raw_bytes'])}, "
-        f"used {format_bytes(capacity['used_bytes'])}, "
-        f"usable {format_bytes(capacity['usable_bytes'])} "
-        f"(default k={redundancy['k']}, n={redundancy['n']})"
+    view.append(
+        Text(
+            f"Capacity: raw {format_bytes(capacity['raw_bytes'])}, "
+            f"used {format_bytes(capacity['used_bytes'])}, "
+            f"usable {format_bytes(capacity['usable_bytes'])} "
+            f"(default k={redundancy['k']}, n={redundancy['n']})"
+        )
     )
-    console.print(
-        f"Buckets: {status['buckets']}; "
-        f"shard deletions pending: {status['pending_shard_deletions']}; "
-        f"orphaned: {format_bytes(status.get('orphaned_bytes', 0))}"
+    view.append(
+        Text(
+            f"Buckets: {status['buckets']}; "
+            f"shard deletions pending: {status['pending_shard_deletions']}; "
+            f"orphaned: {format_bytes(status.get('orphaned_bytes', 0))}"
+        )
     )
     if repair:
-        console.print(repair_line(repair))
+        view.append(repair_line(repair))
     timings = status.get("timings")
     if timings:
-        console.print(
-            f"Timings: suspect after {_seconds(timings['heartbeat_timeout_s'])} and down after "
-            f"{_seconds(timings['down_after_s'])} without a heartbeat; "
-            f"repair after {_seconds(timings['repair_after_s'])}"
+        view.append(
+            Text(
+                f"Timings: suspect after {_seconds(timings['heartbeat_timeout_s'])} and down "
+                f"after {_seconds(timings['down_after_s'])} without a heartbeat; "
+                f"repair after {_seconds(timings['repair_after_s'])}"
+            )
         )
-    console.print()
-    console.print(nodes_table(status["nodes"], repair, console))
-    console.print()
+    view += [Text(), nodes_table(status["nodes"], repair, console), Text()]
     if status.get("stripes_by_margin") is not None:
         if status["stripes_by_margin"] or status.get("objects_by_margin"):
-            console.print(margin_table(status))
+            view.append(margin_table(status))
         else:
-            console.print("Redundancy margin: no stripes stored")
-        console.print(risk_line(status))
-        console.print()
-    console.print(objects_table(status))
-    console.print()
+            view.append(Text("Redundancy margin: no stripes stored"))
+        view += [risk_line(status), Text()]
+    view += [objects_table(status), Text()]
     if status["stripes_by_healthy_shards"]:
-        console.print(stripes_table(status["stripes_by_healthy_shards"]))
+        view.append(stripes_table(status["stripes_by_healthy_shards"]))
     else:
-        console.print("Stripes: none stored")
+        view.append(Text("Stripes: none stored"))
+    if "jobs" in status:
+        view.append(Text())
+        view += status_jobs_section(status["jobs"] or [], plain=console.no_color)
+    return view
+
+
+def render_status(status: dict[str, Any], console: Console) -> None:
+    """Print the status (see status_view)."""
+    for part in status_view(status, console):
+        console.print(part)
 
 
 def _seconds(value: float) -> str:
