@@ -14,14 +14,20 @@ import json
 import logging
 import os
 import signal
+import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import uvloop
 
+from shoal.common import logging as shoal_logging
+from shoal.common.config import load_config
+from shoal.common.errors import ConfigError
+
 log = logging.getLogger(__name__)
+C = TypeVar("C")
 
 
 def run_daemon(serve: Callable[[asyncio.Event], Awaitable[None]]) -> int:
@@ -54,3 +60,25 @@ async def sleep_or_shutdown(shutdown: asyncio.Event, seconds: float) -> bool:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(shutdown.wait(), timeout=seconds)
     return shutdown.is_set()
+
+
+def daemon_main(
+    config_cls: type[C],
+    argv: Sequence[str] | None,
+    *,
+    prog: str,
+    description: str,
+    serve: Callable[[C, asyncio.Event], Awaitable[None]],
+) -> int:
+    """The whole entry point of a daemon: load its config (flags, SHOAL_* env, TOML), set up
+    logging, run `serve(config, shutdown)` on uvloop, and turn a ConfigError raised while
+    starting into one line on stderr with exit status 2."""
+    config, _args = load_config(config_cls, argv, prog=prog, description=description)
+    shoal_logging.configure(
+        getattr(config, "log_level", "INFO"), getattr(config, "log_format", "text")
+    )
+    try:
+        return run_daemon(lambda shutdown: serve(config, shutdown))
+    except ConfigError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2

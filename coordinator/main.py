@@ -5,17 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import grpc.aio
 
-from shoal.common import logging as shoal_logging
-from shoal.common.config import load_config
 from shoal.common.errors import ConfigError
-from shoal.common.lifecycle import run_daemon, sleep_or_shutdown, write_ready_file
+from shoal.common.lifecycle import daemon_main, sleep_or_shutdown, write_ready_file
 from shoal.common.rpc import SERVER_OPTIONS
 from shoal.coordinator.config import CoordinatorConfig
 from shoal.coordinator.job_store import JobStore
@@ -108,18 +105,13 @@ async def serve(config: CoordinatorConfig, shutdown: asyncio.Event) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `shoal-coordinator`."""
-    config, _args = load_config(
+    return daemon_main(
         CoordinatorConfig,
         argv,
         prog="shoal-coordinator",
         description="Shoal coordinator: metadata, membership and placement.",
+        serve=serve,
     )
-    shoal_logging.configure(config.log_level, config.log_format)
-    try:
-        return run_daemon(lambda shutdown: serve(config, shutdown))
-    except ConfigError as exc:
-        print(f"shoal-coordinator: error: {exc}", file=sys.stderr)
-        return 2
 
 
 if __name__ == "__main__":

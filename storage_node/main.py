@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import grpc.aio
 
-from shoal.common import logging as shoal_logging
-from shoal.common.config import load_config
 from shoal.common.errors import ConfigError
 from shoal.common.ids import new_node_id
-from shoal.common.lifecycle import run_daemon, write_ready_file
+from shoal.common.lifecycle import daemon_main, write_ready_file
 from shoal.common.rpc import SERVER_OPTIONS
 from shoal.rpc.v1 import storage_pb2_grpc as pb_grpc
 from shoal.storage_node.config import NodeConfig
@@ -89,18 +86,13 @@ async def serve(config: NodeConfig, shutdown: asyncio.Event) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `shoal-node`."""
-    config, _args = load_config(
+    return daemon_main(
         NodeConfig,
         argv,
         prog="shoal-node",
         description="Shoal storage node: stores shards durably.",
+        serve=serve,
     )
-    shoal_logging.configure(config.log_level, config.log_format)
-    try:
-        return run_daemon(lambda shutdown: serve(config, shutdown))
-    except ConfigError as exc:
-        print(f"shoal-node: error: {exc}", file=sys.stderr)
-        return 2
 
 
 if __name__ == "__main__":

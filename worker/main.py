@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,10 +14,7 @@ from typing import Any
 
 import grpc.aio
 
-from shoal.common import logging as shoal_logging
-from shoal.common.config import load_config
-from shoal.common.errors import ConfigError
-from shoal.common.lifecycle import run_daemon, sleep_or_shutdown, write_ready_file
+from shoal.common.lifecycle import daemon_main, sleep_or_shutdown, write_ready_file
 from shoal.common.rpc import PROTOCOL_VERSION, insecure_channel
 from shoal.rpc.v1 import jobs_pb2 as pb
 from shoal.rpc.v1 import jobs_pb2_grpc as pb_grpc
@@ -285,18 +281,13 @@ async def serve(config: WorkerConfig, shutdown: asyncio.Event) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `shoal-worker`."""
-    config, _args = load_config(
+    return daemon_main(
         WorkerConfig,
         argv,
         prog="shoal-worker",
         description="Shoal worker: runs job tasks in a pool of processes.",
+        serve=serve,
     )
-    shoal_logging.configure(config.log_level, config.log_format)
-    try:
-        return run_daemon(lambda shutdown: serve(config, shutdown))
-    except ConfigError as exc:
-        print(f"shoal-worker: error: {exc}", file=sys.stderr)
-        return 2
 
 
 if __name__ == "__main__":
