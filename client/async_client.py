@@ -33,6 +33,7 @@ from shoal.client.put import PutTuning, run_put
 from shoal.client.sources import PutData, StripeSource
 from shoal.client.status import job_to_dict, status_to_dict
 from shoal.client.types import BucketInfo, ObjectInfo, RepairErrorInfo
+from shoal.common.auth import token_from_env
 from shoal.common.channels import NodeChannels
 from shoal.common.erasure import check_redundancy
 from shoal.common.errors import ConnectionFailed, InvalidArgument
@@ -73,6 +74,8 @@ class AsyncClient:
         rpc_timeout_s: timeout of each coordinator call.
         put_tuning: pipeline depth and shard write timeout.
         get_tuning: shard read timeout, hedging delay and readahead.
+        token: the cluster token, if the cluster requires one; defaults to SHOAL_TOKEN or the
+            contents of SHOAL_TOKEN_FILE.
 
     Use as `async with AsyncClient(addr) as client:` or call `close()`.
     """
@@ -84,8 +87,10 @@ class AsyncClient:
         rpc_timeout_s: float = 30.0,
         put_tuning: PutTuning | None = None,
         get_tuning: GetTuning | None = None,
+        token: str | None = None,
     ) -> None:
         self.address = address or default_address()
+        self._token = token if token is not None else token_from_env()
         if ":" not in self.address:
             raise InvalidArgument(f"invalid coordinator address {self.address!r}: use HOST:PORT")
         self.rpc_timeout_s = rpc_timeout_s
@@ -94,7 +99,7 @@ class AsyncClient:
         self._channel: grpc.aio.Channel | None = None
         self._stub: cpb_grpc.CoordinatorAsyncStub | None = None
         self._jobs_stub: jobs_grpc.JobsAsyncStub | None = None
-        self._nodes = NodeChannels()
+        self._nodes = NodeChannels(self._token)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -124,7 +129,7 @@ class AsyncClient:
 
     async def _invoke(self, service: str, method: str, request: Any) -> Any:
         if self._stub is None or self._jobs_stub is None:
-            self._channel = insecure_channel(self.address)
+            self._channel = insecure_channel(self.address, self._token)
             self._stub = cpb_grpc.CoordinatorStub(self._channel)
             self._jobs_stub = jobs_grpc.JobsStub(self._channel)
         stub: Any = self._stub if service == "coordinator" else self._jobs_stub

@@ -40,9 +40,14 @@ class Client:
         rpc_timeout_s: float = 30.0,
         put_tuning: PutTuning | None = None,
         get_tuning: GetTuning | None = None,
+        token: str | None = None,
     ) -> None:
         self._async = AsyncClient(
-            address, rpc_timeout_s=rpc_timeout_s, put_tuning=put_tuning, get_tuning=get_tuning
+            address,
+            rpc_timeout_s=rpc_timeout_s,
+            put_tuning=put_tuning,
+            get_tuning=get_tuning,
+            token=token,
         )
         self.address = self._async.address
         self._loop = asyncio.new_event_loop()

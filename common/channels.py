@@ -16,7 +16,8 @@ RETIRED_CLOSE_AFTER_S = 60.0
 class NodeChannels:
     """Channels and stubs to storage nodes, keyed by address."""
 
-    def __init__(self) -> None:
+    def __init__(self, token: str = "") -> None:
+        self._token = token
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, spb_grpc.StorageNodeAsyncStub] = {}
         self._retired: list[tuple[float, grpc.aio.Channel]] = []
@@ -24,7 +25,7 @@ class NodeChannels:
     def stub(self, address: str) -> spb_grpc.StorageNodeAsyncStub:
         stub = self._stubs.get(address)
         if stub is None:
-            channel = insecure_channel(address)
+            channel = insecure_channel(address, self._token)
             self._channels[address] = channel
             stub = self._stubs[address] = spb_grpc.StorageNodeStub(channel)
         return stub

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
+from shoal.common.auth import client_interceptors
 from shoal.common.errors import (
     ERROR_CLASSES,
     AlreadyExists,
@@ -70,9 +71,12 @@ _CODE_OF: list[tuple[type[ShoalError], grpc.StatusCode]] = [
 ]
 
 
-def insecure_channel(address: str) -> grpc.aio.Channel:
-    """A channel to `address` with Shoal's options (message sizes, fast reconnect)."""
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+def insecure_channel(address: str, token: str = "") -> grpc.aio.Channel:
+    """A channel to `address` with Shoal's options (message sizes, fast reconnect); every call
+    on it carries the cluster token when one is given."""
+    return grpc.aio.insecure_channel(
+        address, options=CHANNEL_OPTIONS, interceptors=client_interceptors(token)
+    )
 
 
 def status_code_for(error: ShoalError) -> grpc.StatusCode:

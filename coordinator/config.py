@@ -67,6 +67,9 @@ class CoordinatorConfig:
         5.0, "seconds in-flight RPCs get to finish on SIGTERM", unit="seconds"
     )
     ready_file: str = setting("", "write {pid, address} as JSON here once serving")
+    cluster_token_file: str = setting(
+        "", "file holding the cluster token; when set, every RPC must carry it"
+    )
     log_level: str = setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     log_format: str = setting("text", "log line format", choices=("text", "json"))
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc.aio
 
+from shoal.common.auth import read_token_file, server_interceptors
 from shoal.common.errors import ConfigError
 from shoal.common.lifecycle import daemon_main, sleep_or_shutdown, write_ready_file
 from shoal.common.rpc import SERVER_OPTIONS
@@ -68,7 +69,8 @@ async def serve(config: CoordinatorConfig, shutdown: asyncio.Event) -> None:
         membership.load(
             node.node_id, node.address, node.zone, node.capacity, node.admin_state, node.last_seen
         )
-    servicer = CoordinatorServicer(config, store, membership)
+    token = read_token_file(config.cluster_token_file) if config.cluster_token_file else ""
+    servicer = CoordinatorServicer(config, store, membership, token)
     job_store = JobStore(data_dir / "metadata.sqlite3")
     jobs = JobsServicer(config, store, job_store, membership, servicer.db)
     await jobs.load()
@@ -76,7 +78,7 @@ async def serve(config: CoordinatorConfig, shutdown: asyncio.Event) -> None:
         if node.admin_state == DRAINING:
             servicer.drain_totals[node.node_id] = node.drain_total
     await servicer.repair.load()
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=server_interceptors(token))
     pb_grpc.add_CoordinatorServicer_to_server(servicer, server)
     jobs_pb2_grpc.add_JobsServicer_to_server(jobs, server)
     port = server.add_insecure_port(config.listen)

@@ -96,13 +96,17 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     """The Coordinator gRPC service."""
 
     def __init__(
-        self, config: CoordinatorConfig, store: MetadataStore, membership: Membership
+        self,
+        config: CoordinatorConfig,
+        store: MetadataStore,
+        membership: Membership,
+        token: str = "",
     ) -> None:
         self.config = config
         self.store = store
         self.membership = membership
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metadata")
-        self.channels = NodeChannels()
+        self.channels = NodeChannels(token)
         self.repair = RepairScheduler(config, store, membership, self.db, self.channels)
         self.reconciler = Reconciler(config, store, membership, self.db, self.channels)
         self.drain_totals: dict[str, int] = {}

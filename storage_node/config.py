@@ -46,6 +46,9 @@ class NodeConfig:
         5.0, "seconds in-flight RPCs get to finish on SIGTERM", unit="seconds"
     )
     ready_file: str = setting("", "write {pid, address, node_id} as JSON here once serving")
+    cluster_token_file: str = setting(
+        "", "file holding the cluster token; when set, every RPC must carry it"
+    )
     log_level: str = setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     log_format: str = setting("text", "log line format", choices=("text", "json"))
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc.aio
 
+from shoal.common.auth import read_token_file, server_interceptors
 from shoal.common.errors import ConfigError
 from shoal.common.ids import new_node_id
 from shoal.common.lifecycle import daemon_main, write_ready_file
@@ -47,8 +48,9 @@ async def serve(config: NodeConfig, shutdown: asyncio.Event) -> None:
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     node_id = resolve_node_id(data_dir, config.node_id)
     store = await asyncio.to_thread(ShardStore, data_dir, config.capacity)
-    server = grpc.aio.server(options=SERVER_OPTIONS)
-    servicer = StorageNodeServicer(store, node_id, config.repair_timeout)
+    token = read_token_file(config.cluster_token_file) if config.cluster_token_file else ""
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=server_interceptors(token))
+    servicer = StorageNodeServicer(store, node_id, config.repair_timeout, token)
     pb_grpc.add_StorageNodeServicer_to_server(servicer, server)
     port = server.add_insecure_port(config.listen)
     if port == 0:
@@ -57,7 +59,7 @@ async def serve(config: NodeConfig, shutdown: asyncio.Event) -> None:
     host = config.listen.rsplit(":", 1)[0]
     address = config.advertise or f"{host}:{port}"
     log.info("serving", extra={"node_id": node_id, "address": address, "shards": store.shard_count})
-    membership = Membership(config, store, node_id, address)
+    membership = Membership(config, store, node_id, address, token=token)
     scrubber = Scrubber(store, config.scrub_rate, config.scrub_interval, membership.report_bad)
     membership.scrubber = scrubber
     try:

@@ -34,13 +34,14 @@ class Membership:
         node_id: str,
         address: str,
         scrubber: Scrubber | None = None,
+        token: str = "",
     ) -> None:
         self.scrubber = scrubber
         self.config = config
         self.store = store
         self.node_id = node_id
         self.address = address
-        self._channel = insecure_channel(config.coordinator)
+        self._channel = insecure_channel(config.coordinator, token)
         self._stub = cpb_grpc.CoordinatorStub(self._channel)
         self._deleted: list[str] = []
         self.registered = asyncio.Event()
@@ -66,7 +67,12 @@ class Membership:
                 self.registered.set()
                 return True
             except grpc.aio.AioRpcError as exc:
-                log.warning("registration failed, retrying", extra={"error": exc.code().name})
+                if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
+                    log.error("the coordinator refused this node: missing or wrong cluster token")
+                elif exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                    log.error("the coordinator refused this node: %s", exc.details())
+                else:
+                    log.warning("registration failed, retrying", extra={"error": exc.code().name})
             if await sleep_or_shutdown(shutdown, delay):
                 return False
             delay = min(delay * 2, 2.0)

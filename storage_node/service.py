@@ -35,10 +35,12 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class StorageNodeServicer(pb_grpc.StorageNodeServicer):
     """The StorageNode gRPC service over one ShardStore."""
 
-    def __init__(self, store: ShardStore, node_id: str, repair_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, store: ShardStore, node_id: str, repair_timeout_s: float = 10.0, token: str = ""
+    ) -> None:
         self.store = store
         self.node_id = node_id
-        self.channels = NodeChannels()
+        self.channels = NodeChannels(token)
         self.repair_timeout_s = repair_timeout_s
         self.rebuilt = 0
         self.bytes_in = 0

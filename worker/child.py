@@ -34,6 +34,7 @@ MAX_STDERR = 64 * 1024
 
 _conn: Connection | None = None
 _coordinator = ""
+_token = ""
 _client: Any = None
 _last_progress = 0.0
 
@@ -57,7 +58,7 @@ def _client_for_tasks() -> Any:
     if _client is None:
         from shoal.client import Client
 
-        _client = Client(_coordinator)
+        _client = Client(_coordinator, token=_token)
     return _client
 
 
@@ -209,10 +210,10 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
-def slot_main(conn: Connection, coordinator: str) -> None:
+def slot_main(conn: Connection, coordinator: str, token: str = "") -> None:
     """Entry point of a slot process: serve tasks from the pipe until it closes."""
-    global _conn, _coordinator
-    _conn, _coordinator = conn, coordinator
+    global _conn, _coordinator, _token
+    _conn, _coordinator, _token = conn, coordinator, token
     while True:
         try:
             task = conn.recv()

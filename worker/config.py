@@ -36,6 +36,9 @@ class WorkerConfig:
         10.0, "seconds running tasks get to finish on SIGTERM", unit="seconds"
     )
     ready_file: str = setting("", "write {pid, worker_id} as JSON here once registered")
+    cluster_token_file: str = setting(
+        "", "file holding the cluster token; when set, every RPC must carry it"
+    )
     log_level: str = setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     log_format: str = setting("text", "log line format", choices=("text", "json"))
 

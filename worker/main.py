@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc.aio
 
+from shoal.common.auth import read_token_file
 from shoal.common.lifecycle import daemon_main, sleep_or_shutdown, write_ready_file
 from shoal.common.rpc import PROTOCOL_VERSION, insecure_channel
 from shoal.rpc.v1 import jobs_pb2 as pb
@@ -50,7 +51,8 @@ class Worker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.worker_id = config.worker_id or f"{config.host_id}-w{os.getpid()}"
-        self.channel = insecure_channel(config.coordinator)
+        self.token = read_token_file(config.cluster_token_file) if config.cluster_token_file else ""
+        self.channel = insecure_channel(config.coordinator, self.token)
         self.stub = pb_grpc.JobsStub(self.channel)
         self.heartbeat_interval_s = 1.0
         self.running: dict[tuple[str, str, int, int], Running] = {}
@@ -63,7 +65,7 @@ class Worker:
 
     async def start_slots(self) -> None:
         slots = await asyncio.to_thread(
-            lambda: [Slot(self.config.coordinator) for _ in range(self.config.slots)]
+            lambda: [Slot(self.config.coordinator, self.token) for _ in range(self.config.slots)]
         )
         for slot in slots:
             self.all_slots.append(slot)
@@ -90,7 +92,9 @@ class Worker:
                 )
                 return True
             except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
+                    log.error("the coordinator refused this worker: missing or wrong cluster token")
+                elif exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                     log.error("coordinator refused this worker: %s", exc.details())
                 else:
                     log.warning("registration failed, retrying", extra={"error": exc.code().name})

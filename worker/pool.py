@@ -25,13 +25,16 @@ class SlotDied(Exception):
 class Slot:
     """One task process."""
 
-    def __init__(self, coordinator: str) -> None:
+    def __init__(self, coordinator: str, token: str = "") -> None:
         self.coordinator = coordinator
+        self.token = token
         self._start()
 
     def _start(self) -> None:
         parent, child = _CTX.Pipe()
-        self.process = _CTX.Process(target=slot_main, args=(child, self.coordinator), daemon=True)
+        self.process = _CTX.Process(
+            target=slot_main, args=(child, self.coordinator, self.token), daemon=True
+        )
         self.process.start()
         child.close()
         self.conn: multiprocessing.connection.Connection = parent

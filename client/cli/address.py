@@ -13,6 +13,7 @@ from pathlib import Path
 from shoal.client import Client
 from shoal.client.cli.failures import NoCoordinator
 from shoal.client.cli.local_cluster import ClusterError, LocalCluster
+from shoal.common.auth import read_token_file
 
 DEFAULT_DATA_DIR = ".shoal"
 NO_COORDINATOR = (
@@ -61,6 +62,20 @@ def coordinator_address(args: argparse.Namespace) -> str:
     return address
 
 
+def cluster_token(args: argparse.Namespace) -> str | None:
+    """The cluster token: --token-file, else the local cluster's token file (when talking to
+    the local cluster), else None (the SDK then reads SHOAL_TOKEN / SHOAL_TOKEN_FILE)."""
+    path: str | None = getattr(args, "token_file", None)
+    if path:
+        return read_token_file(path)
+    root = data_dir(args)
+    if not getattr(args, "coordinator", None) and (root / "cluster.json").exists():
+        token_file = load_cluster(root).settings.token_file
+        if token_file:
+            return read_token_file(token_file)
+    return None
+
+
 def open_client(args: argparse.Namespace) -> Client:
     """A Client connected to the resolved coordinator (use as a context manager)."""
-    return Client(coordinator_address(args))
+    return Client(coordinator_address(args), token=cluster_token(args))

@@ -68,6 +68,8 @@ class ClusterSettings:
     scrub_rate: int = 64 * 1024 * 1024
     repair_bandwidth: int = 256 * 1024 * 1024
     lease_timeout_s: float = 10.0
+    # File with the cluster token every daemon and client must present ("" = no token).
+    token_file: str = ""
 
 
 def pid_alive(pid: int) -> bool:
@@ -158,7 +160,19 @@ class LocalCluster:
         ready = data_dir / "ready.json"
         with contextlib.suppress(FileNotFoundError):
             ready.unlink()
-        command = [sys.executable, "-m", module, "--ready-file", str(ready), *args, *daemon.args]
+        token = (
+            ["--cluster-token-file", self.settings.token_file] if self.settings.token_file else []
+        )
+        command = [
+            sys.executable,
+            "-m",
+            module,
+            "--ready-file",
+            str(ready),
+            *args,
+            *token,
+            *daemon.args,
+        ]
         log = (data_dir / "daemon.log").open("ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
         process = subprocess.Popen(

@@ -36,6 +36,13 @@ def _options(*, remote: bool, suppress: bool) -> argparse.ArgumentParser:
             default=default,
             help="coordinator HOST:PORT (default: SHOAL_COORDINATOR, else the local cluster)",
         )
+    if remote:
+        parser.add_argument(
+            "--token-file",
+            metavar="FILE",
+            default=default,
+            help="file with the cluster token (default: SHOAL_TOKEN or SHOAL_TOKEN_FILE)",
+        )
     parser.add_argument(
         "--data-dir",
         metavar="DIR",
