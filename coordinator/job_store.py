@@ -1,9 +1,10 @@
 """JobStore: jobs and tasks in the coordinator's SQLite database.
 
 Job and task rows are written when they change state (submission, completion, failure,
-cancellation, lease loss); progress reported by heartbeats stays in memory. After a restart,
-finished tasks keep their results and are never run again; tasks that were running go back
-to pending, and are adopted again if their worker reports them still running.
+cancellation, lease loss, and each lease, so it is known which worker runs which attempt);
+progress reported by heartbeats stays in memory. After a restart finished tasks keep their
+results and are never run again, and running tasks stay with their worker for one lease
+period: its heartbeat or completion claims them, or the lease runs out and they are requeued.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shoal.coordinator.scheduler import RUNNING, Job, Task
+from shoal.coordinator.scheduler import Job, Task
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -99,7 +100,7 @@ class JobStore:
         self._db.execute("COMMIT")
 
     def load(self) -> list[Job]:
-        """Every job with its tasks; running tasks come back as pending."""
+        """Every job with its tasks (running ones are restored under their last attempt)."""
         jobs: dict[str, Job] = {}
         for row in self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY created"):
             (
@@ -219,7 +220,7 @@ def _task_from_row(row: Any) -> Task:
         str(in_bucket),
         str(in_key),
     )
-    task.state = "pending" if state == RUNNING else str(state)
+    task.state = str(state)
     task.attempts_started, task.lost = int(attempts), int(lost)
     task.user_failures = int(user_failures)
     task.result, task.error, task.stderr = bytes(result), str(error), str(stderr)

@@ -74,6 +74,9 @@ class JobsServicer(pb_grpc.JobsServicer):
     async def load(self) -> None:
         for job in await self.db(self.job_store.load):
             self.scheduler.add_job(job)
+            for task in job.tasks.values():
+                if task.state == RUNNING:
+                    self.scheduler.restore_running(task)
 
     async def _save(self, job: Job, tasks: Sequence[Task]) -> None:
         await self.db(self.job_store.save, job, list(tasks))
@@ -329,7 +332,9 @@ class JobsServicer(pb_grpc.JobsServicer):
     async def WorkerHeartbeat(
         self, request: pb.WorkerHeartbeatRequest, context: Context
     ) -> pb.WorkerHeartbeatResponse:
-        running = [((p.job_id, p.phase, p.index), p.attempt, p.done) for p in request.running]
+        running = [
+            ((p.job_id, p.phase, p.index), p.attempt, p.done, p.total) for p in request.running
+        ]
         cancel = self.scheduler.heartbeat(request.worker_id, running)
         if cancel is None:
             return pb.WorkerHeartbeatResponse(reregister=True)
@@ -346,6 +351,12 @@ class JobsServicer(pb_grpc.JobsServicer):
         leases = self.scheduler.lease(
             request.worker_id, request.free_cpus, request.free_memory_bytes, request.max_tasks or 1
         )
+        # Persist who runs what, so a coordinator restart neither forgets nor reruns it.
+        by_job: dict[str, list[Task]] = {}
+        for lease in leases:
+            by_job.setdefault(lease.task.job_id, []).append(lease.task)
+        for job_id, tasks in by_job.items():
+            await self._save(self.scheduler.jobs[job_id], tasks)
         out = []
         for lease in leases:
             task = lease.task

@@ -46,7 +46,7 @@ class Attempt:
     worker_id: str
     started: float
     lease_expiry: float
-    done: int = 0
+    done: float = 0.0
     backup: bool = False
 
 
@@ -149,10 +149,10 @@ class Job:
         return min(done / total, 1.0) if total else 1.0
 
 
-def _task_done(task: Task) -> int:
+def _task_done(task: Task) -> float:
     if task.state == SUCCEEDED:
-        return task.progress_total
-    best = max((a.done for a in task.active.values()), default=0)
+        return float(task.progress_total)
+    best = max((a.done for a in task.active.values()), default=0.0)
     return min(max(best, task.done if task.state == RUNNING else 0), task.progress_total)
 
 
@@ -225,13 +225,19 @@ class Scheduler:
     # Workers -------------------------------------------------------------------------------
 
     def register_worker(self, worker: Worker) -> None:
-        old = self.workers.get(worker.worker_id)
-        if old is not None:
-            worker.running = old.running
+        """Add or refresh a worker; attempts it already runs (also ones restored after a
+        coordinator restart) keep counting against its resources."""
+        worker.running = {
+            (*task.key, number)
+            for job in self.jobs.values()
+            for task in job.tasks.values()
+            for number, attempt in task.active.items()
+            if attempt.worker_id == worker.worker_id
+        }
         self.workers[worker.worker_id] = worker
 
     def heartbeat(
-        self, worker_id: str, running: list[tuple[TaskKey, int, int]]
+        self, worker_id: str, running: list[tuple[TaskKey, int, int, int]]
     ) -> list[tuple[TaskKey, int]] | None:
         """Renew the worker's leases and record progress; returns attempts to cancel
         (None if the worker is unknown). Attempts unknown after a coordinator restart are
@@ -242,15 +248,17 @@ class Scheduler:
         now = time.monotonic()
         worker.last_heartbeat = now
         cancel = []
-        for key, number, done in running:
+        for key, number, done, total in running:
             job = self.jobs.get(key[0])
             task = job.tasks.get(key) if job else None
             if job is None or task is None or task.state in FINISHED:
+                self._drop_attempt(key, task, number, worker_id)
                 cancel.append((key, number))
                 continue
             attempt = task.active.get(number)
             if attempt is None:
                 if task.state != PENDING:
+                    self._drop_attempt(key, task, number, worker_id)
                     cancel.append((key, number))
                     continue
                 attempt = Attempt(number, worker_id, time.time(), now)
@@ -261,8 +269,34 @@ class Scheduler:
                 if job.state == PENDING:
                     job.state, job.started = RUNNING, time.time()
             attempt.lease_expiry = now + self.lease_timeout_s
-            attempt.done = max(attempt.done, done)
+            # The task reports done of total; S_i is that fraction of the task's S_max_i.
+            units = done * task.progress_total / total if total else float(done)
+            attempt.done = max(attempt.done, min(units, float(task.progress_total)))
         return cancel
+
+    def _drop_attempt(self, key: TaskKey, task: Task | None, number: int, worker_id: str) -> None:
+        """Forget an attempt the worker is told to stop, so its cpus and memory count as
+        free again (a cancelled job's tasks, a backup copy that lost)."""
+        worker = self.workers.get(worker_id)
+        if worker is not None:
+            worker.running.discard((*key, number))
+        if task is not None:
+            task.active.pop(number, None)
+
+    def restore_running(self, task: Task) -> None:
+        """After a coordinator restart: keep a task that was running as running under its
+        last attempt for one lease period, so its worker can report it (heartbeat or
+        completion) instead of the task being run a second time."""
+        attempt = Attempt(
+            task.attempts_started,
+            task.worker_id,
+            time.time(),
+            time.monotonic() + self.lease_timeout_s,
+        )
+        task.active[attempt.number] = attempt
+        worker = self.workers.get(task.worker_id)
+        if worker is not None:
+            worker.running.add((*task.key, attempt.number))
 
     def expire(self) -> list[Task]:
         """Drop attempts whose lease ran out; returns tasks that changed."""

@@ -9,10 +9,14 @@ the coordinator retries them elsewhere.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import importlib
 import io
 import json
+import os
 import pickle
+import signal
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -30,6 +34,8 @@ from shoal.common.jobspec import (
 )
 
 PROGRESS_EVERY_S = 0.1
+PR_SET_PDEATHSIG = 1
+COORDINATOR_OUTAGE_S = 60.0
 MAX_STDERR = 64 * 1024
 
 _conn: Connection | None = None
@@ -53,13 +59,55 @@ def report_progress(done: int, total: int) -> None:
     _conn.send(("progress", int(done), int(total)))
 
 
-def _client_for_tasks() -> Any:
+class _RetryingClient:
+    """The SDK client of a task process, riding out a coordinator restart: calls that cannot
+    reach the coordinator are retried for up to COORDINATOR_OUTAGE_S, so a short outage is
+    not charged to the task as a lost attempt."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def _retry(self, call: Callable[[], Any]) -> Any:
+        from shoal.client import ConnectionFailed
+
+        deadline = time.monotonic() + COORDINATOR_OUTAGE_S
+        delay = 0.1
+        while True:
+            try:
+                return call()
+            except ConnectionFailed:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def get(self, bucket: str, key: str) -> bytes:
+        return self._retry(lambda: self._client.get(bucket, key))  # type: ignore[no-any-return]
+
+    def put(self, bucket: str, key: str, data: bytes) -> Any:
+        return self._retry(lambda: self._client.put(bucket, key, data))
+
+    def read(self, bucket: str, key: str, on_bytes: Callable[[int], None]) -> bytes:
+        """The whole object, calling on_bytes(bytes read so far) as pieces arrive."""
+
+        def attempt() -> bytes:
+            pieces, read = [], 0
+            for piece in self._client.stream(bucket, key):
+                pieces.append(piece)
+                read += len(piece)
+                on_bytes(read)
+            return b"".join(pieces)
+
+        return self._retry(attempt)  # type: ignore[no-any-return]
+
+
+def _client_for_tasks() -> _RetryingClient:
     global _client
     if _client is None:
         from shoal.client import Client
 
-        _client = Client(_coordinator, token=_token)
-    return _client
+        _client = _RetryingClient(Client(_coordinator, token=_token))
+    return _client  # type: ignore[no-any-return]
 
 
 def resolve(fn: Any) -> Callable[..., Any]:
@@ -119,13 +167,9 @@ def _group(pairs: Iterable[Any], partitions: int, combiner: Any) -> list[dict[An
 def run_map(program: dict[str, Any], task: dict[str, Any]) -> tuple[bytes, list[int]]:
     client = _client_for_tasks()
     total = max(task["progress_total"], 1)
-    pieces = []
-    read = 0
-    for piece in client.stream(task["input_bucket"], task["input_key"]):
-        pieces.append(piece)
-        read += len(piece)
-        report_progress(read, total)
-    data = b"".join(pieces)
+    data = client.read(
+        task["input_bucket"], task["input_key"], lambda read: report_progress(read, total)
+    )
     mapper = resolve(program["mapper"])
     combiner = resolve(program["combiner"]) if program.get("combiner") else None
     pairs = _user(lambda: list(mapper(task["input_key"], data)))
@@ -210,9 +254,21 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when the worker dies, even by SIGKILL, so no task
+    keeps running user code for a worker that is gone."""
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the worker died before prctl took effect
+        os._exit(1)
+
+
 def slot_main(conn: Connection, coordinator: str, token: str = "") -> None:
     """Entry point of a slot process: serve tasks from the pipe until it closes."""
     global _conn, _coordinator, _token
+    _die_with_parent()
     _conn, _coordinator, _token = conn, coordinator, token
     while True:
         try:

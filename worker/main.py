@@ -203,7 +203,10 @@ class Worker:
                 reply = await asyncio.get_running_loop().run_in_executor(
                     self.threads, slot.run, message, on_progress
                 )
+                # The slot is idle from here on: a late cancel must not kill its process.
+                running.slot = None
             except SlotDied as exc:
+                running.slot = None
                 reply = {
                     "ok": False,
                     "result": b"",

@@ -333,7 +333,7 @@ class LocalCluster:
         for daemon in daemons:
             self._signal(daemon, sig)
         for daemon in daemons:
-            self._stop(daemon, sig)
+            self._stop(daemon, sig, signalled=True)
         self.save()
 
     def _start_nodes(self, daemons: list[DaemonState], *, fresh: bool = False) -> None:
@@ -381,7 +381,7 @@ class LocalCluster:
         for daemon in daemons:
             self._signal(daemon, sig)
         for daemon in daemons:
-            self._stop(daemon, sig)
+            self._stop(daemon, sig, signalled=True)
         self.save()
 
     def stop_node(self, name: str, sig: int = signal.SIGTERM) -> None:
@@ -419,11 +419,13 @@ class LocalCluster:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(daemon.pid, sig)
 
-    def _stop(self, daemon: DaemonState, sig: int) -> int | None:
-        """Signal a daemon and wait for it; escalate to SIGKILL after STOP_TIMEOUT_S."""
+    def _stop(self, daemon: DaemonState, sig: int, *, signalled: bool = False) -> int | None:
+        """Signal a daemon (unless already `signalled`) and wait for it; escalate to SIGKILL
+        after STOP_TIMEOUT_S. Signalling twice could kill a daemon in its own clean exit."""
         if daemon.pid <= 0:
             return None
-        self._signal(daemon, sig)
+        if not signalled:
+            self._signal(daemon, sig)
         deadline = time.monotonic() + STOP_TIMEOUT_S
         while self.running(daemon) and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -446,7 +448,7 @@ class LocalCluster:
         for daemon in daemons:
             self._signal(daemon, signal.SIGTERM)
         for daemon in daemons:
-            codes[daemon.name] = self._stop(daemon, signal.SIGTERM)
+            codes[daemon.name] = self._stop(daemon, signal.SIGTERM, signalled=True)
         if self.coordinator is not None and self.coordinator.pid and self.running(self.coordinator):
             codes["coordinator"] = self._stop(self.coordinator, signal.SIGTERM)
         if self.root.exists():
