@@ -42,7 +42,8 @@ async def maintenance(servicer: CoordinatorServicer, shutdown: asyncio.Event) ->
             if previous == DOWN and record.liveness != DOWN:
                 servicer.reconciler.request(record.node_id)
         since_touch += MAINTENANCE_INTERVAL_S
-        if since_touch >= LAST_SEEN_INTERVAL_S:
+        # Often enough that, after a restart, a live node is not taken for down.
+        if since_touch >= min(LAST_SEEN_INTERVAL_S, servicer.config.down_after / 3):
             since_touch = 0.0
             now = time.time()
             seen = {

@@ -624,11 +624,24 @@ class MetadataStore:
     def queue_deletions(
         self, node_id: str, shards: Sequence[tuple[str, int]], not_before: float
     ) -> None:
-        """Ask a node to remove shards (shard id, length) once `not_before` has passed."""
+        """Ask a node to remove shards (shard id, length) once `not_before` has passed.
+
+        A shard a manifest currently places on that node is never queued: the check runs in
+        the same transaction as the insert, so an upload committing while its shards were
+        being judged orphans cannot lose them.
+        """
+        rows = []
+        for sid, length in shards:
+            version_id, stripe, index = sid.split(".")
+            rows.append(
+                (node_id, sid, not_before, length, version_id, int(stripe), int(index), node_id)
+            )
         with self._tx() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO deletions VALUES (?, ?, ?, ?)",
-                [(node_id, sid, not_before, length) for sid, length in shards],
+                "INSERT OR IGNORE INTO deletions SELECT ?, ?, ?, ? WHERE NOT EXISTS ("
+                "SELECT 1 FROM shards WHERE version_id = ? AND stripe_index = ? "
+                "AND shard_index = ? AND node_id = ?)",
+                rows,
             )
 
     # Health --------------------------------------------------------------------------------

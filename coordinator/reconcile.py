@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 DbCall = Callable[..., Awaitable[Any]]
 # Manifest rows changed this recently may describe shards written after the inventory listing.
 RACE_MARGIN_S = 5.0
+LIST_TIMEOUT_S = 60.0
 
 
 class Reconciler:
@@ -80,18 +81,21 @@ class Reconciler:
                 self._requested |= self.membership.readable_ids()
                 next_full = time.monotonic() + self.config.reconcile_interval
             todo, self._requested = self._requested, set()
-            for node_id in sorted(todo):
-                if node_id in self.membership.readable_ids():
-                    try:
-                        await self.reconcile_node(node_id)
-                    except Exception:
-                        log.exception("reconciliation failed", extra={"node_id": node_id})
+            readable = self.membership.readable_ids()
+            # Concurrently, so one slow or unreachable node cannot hold up the others.
+            await asyncio.gather(*(self._reconcile_safely(n) for n in sorted(todo & readable)))
             if await sleep_or_shutdown(shutdown, 0.1):
                 return
 
+    async def _reconcile_safely(self, node_id: str) -> None:
+        try:
+            await self.reconcile_node(node_id)
+        except Exception:
+            log.exception("reconciliation failed", extra={"node_id": node_id})
+
     async def _inventory(self, address: str) -> list[spb.ShardSummary]:
         stub = self.channels.stub(address)
-        call = stub.ListShards(spb.ListShardsRequest(), timeout=120.0)
+        call = stub.ListShards(spb.ListShardsRequest(), timeout=LIST_TIMEOUT_S)
         return [shard async for reply in call for shard in reply.shards]
 
     async def reconcile_node(self, node_id: str) -> tuple[int, int]:

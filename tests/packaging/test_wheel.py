@@ -6,6 +6,7 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -16,14 +17,24 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+
+
 # source folder -> package path inside the wheel (from [tool.setuptools.package-dir])
-MAPPING = {
-    "common": "shoal/common",
-    "storage_node": "shoal/storage_node",
-    "coordinator": "shoal/coordinator",
-    "client": "shoal/client",
-    "proto/shoal/rpc": "shoal/rpc",
-}
+def _mapping() -> dict[str, str]:
+    """Source folder -> wheel folder, from pyproject's package-dir (top-level packages)."""
+    package_dir = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-dir"
+    ]
+    folders = {folder: name.replace(".", "/") for name, folder in package_dir.items()}
+    # Sub-packages (client/cli, proto/shoal/rpc/v1) are covered by their parent's rglob.
+    return {
+        f: t
+        for f, t in folders.items()
+        if not any(f.startswith(o + "/") for o in folders if o != f)
+    }
+
+
+MAPPING = _mapping()
 
 
 @dataclass(frozen=True)
@@ -51,9 +62,17 @@ def _source_modules() -> dict[str, str]:
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     workdir = tmp_path_factory.mktemp("wheel")
     outdir = workdir / "dist"
+    # Build from a clean copy of the sources: setuptools reuses build/lib, so a build in the
+    # repo could ship modules that no longer exist.
+    source = workdir / "src"
+    shutil.copytree(
+        REPO, source,
+        ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__",
+                                      ".pytest_cache", ".mypy_cache", ".ruff_cache", ".shoal*"),
+    )  # fmt: skip
     result = subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(outdir)],
-        cwd=REPO,
+        cwd=source,
         capture_output=True,
         text=True,
         timeout=240,
@@ -138,7 +157,7 @@ def test_entry_points_declare_the_commands(built: Built) -> None:
     scripts = _entry_points(built)
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert scripts == pyproject["project"]["scripts"]
-    assert set(scripts) == {"shoal-coordinator", "shoal-node", "clusterctl"}
+    assert set(scripts) == {"shoal-coordinator", "shoal-node", "shoal-worker", "clusterctl"}
 
 
 def test_entry_point_targets_ship_in_the_wheel(built: Built) -> None:
