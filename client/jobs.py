@@ -43,7 +43,8 @@ class JobOptions:
         cpus, memory: what each task needs; a worker never runs more than it declares.
         max_attempts: runs of a task lost with its worker before the job fails.
         retries: extra runs after the task's own code raised (default 0: fail at once).
-        policy: locality (default), round-robin, random or weighted.
+        policy: locality, round-robin, random or weighted; "" (the default) uses the
+            cluster's --job-policy (locality unless configured otherwise).
         speculation: start backup copies of stragglers.
     """
 
@@ -52,11 +53,11 @@ class JobOptions:
     memory: int = 0
     max_attempts: int = 3
     retries: int = 0
-    policy: str = "locality"
+    policy: str = ""
     speculation: bool = True
 
     def check(self) -> None:
-        if self.policy not in POLICIES:
+        if self.policy and self.policy not in POLICIES:
             raise InvalidArgument(
                 f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}"
             )

@@ -58,6 +58,11 @@ class CoordinatorConfig:
         "seconds after which an uncommitted upload is aborted and its shards removed",
         unit="seconds",
     )
+    job_policy: str = setting(
+        "locality",
+        "task placement for jobs that do not choose one",
+        choices=("locality", "round-robin", "random", "weighted"),
+    )
     lease_timeout: float = setting(
         10.0,
         "seconds without a worker heartbeat before its tasks go back to the queue",

@@ -136,7 +136,7 @@ class JobsServicer(pb_grpc.JobsServicer):
     ) -> pb.SubmitJobResponse:
         if request.kind not in JOB_KINDS:
             raise InvalidArgument(f"job kind must be one of {', '.join(JOB_KINDS)}")
-        policy = request.policy or "locality"
+        policy = request.policy or self.config.job_policy
         if policy not in POLICIES:
             raise InvalidArgument(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
         if len(request.program) > MAX_PROGRAM_BYTES:
