@@ -57,6 +57,7 @@ class Reconciler:
         self._requested: set[str] = set()
         self._wake = asyncio.Event()
         self.waiting_orphan_bytes: dict[str, int] = {}
+        self.on_missing: Callable[[], None] | None = None
 
     def request(self, node_id: str) -> None:
         """Reconcile this node soon (it registered or came back)."""
@@ -139,6 +140,8 @@ class Reconciler:
             if sid not in present and updated < started - RACE_MARGIN_S
         ]
         marked = await self.db(self.store.mark_missing, node_id, missing, started - RACE_MARGIN_S)
+        if marked and self.on_missing is not None:
+            self.on_missing()
         if orphans or marked:
             log.info(
                 "reconciled node",

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 DbCall = Callable[..., Awaitable[Any]]
 CYCLE_S = 0.5
+IDLE_RESCAN_S = 10.0
 REPAIR_HELD = "repair_held"
 
 
@@ -117,6 +118,13 @@ class RepairScheduler:
         self._throttle = Throttle(config.repair_bandwidth)
         self._inflight: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._failed_targets: dict[tuple[str, int, int], set[str]] = {}
+        self._scanned: tuple[frozenset[str], frozenset[str]] | None = None
+        self._scanned_at = 0.0
+        self._dirty = True
+
+    def poke(self) -> None:
+        """Something may need repair (a corrupt or missing shard, a degraded commit)."""
+        self._dirty = True
 
     async def load(self) -> None:
         self.held = await self.db(self.store.setting, REPAIR_HELD, "0") == "1"
@@ -147,8 +155,18 @@ class RepairScheduler:
                     await task
 
     async def run_once(self) -> None:
-        """One cycle: refresh the backlog and start repairs up to the concurrency limit."""
+        """One cycle: refresh the backlog and start repairs up to the concurrency limit.
+
+        The backlog query scans every committed stripe, so an idle healthy cluster skips it
+        unless something changed (lost or draining nodes, a poke) or IDLE_RESCAN_S passed.
+        """
         lost, draining = self.membership.lost_ids(), self.membership.draining_ids()
+        scope = (frozenset(lost), frozenset(draining))
+        idle = not self.progress.remaining and not self._inflight
+        fresh = time.monotonic() - self._scanned_at < IDLE_RESCAN_S
+        if idle and fresh and not self._dirty and scope == self._scanned:
+            return
+        self._dirty, self._scanned, self._scanned_at = False, scope, time.monotonic()
         rebuild, move = await self.db(self.store.repair_backlog, lost, draining)
         self.progress.backlog(rebuild, move, busy=bool(self._inflight))
         if self.held or not (rebuild or move):

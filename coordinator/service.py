@@ -109,6 +109,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self.channels = NodeChannels(token)
         self.repair = RepairScheduler(config, store, membership, self.db, self.channels)
         self.reconciler = Reconciler(config, store, membership, self.db, self.channels)
+        self.reconciler.on_missing = self.repair.poke
         self.drain_totals: dict[str, int] = {}
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
@@ -347,6 +348,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             stripes,
             self.config.delete_grace,
         )
+        if degraded:
+            self.repair.poke()
         log.info(
             "object committed",
             extra={
@@ -459,6 +462,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 shard.node_id,
                 state,
             )
+            self.repair.poke()
             log.warning(
                 "bad shard reported",
                 extra={
