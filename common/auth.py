@@ -139,4 +139,6 @@ class TokenCheck(grpc.aio.ServerInterceptor):
 
 def server_interceptors(token: str) -> list[grpc.aio.ServerInterceptor]:
     """The interceptors a daemon's gRPC server needs (none when it has no token)."""
-    return [TokenCheck(token)] if token else []
+    from shoal.common.health import HEALTH_METHODS
+
+    return [TokenCheck(token, open_methods=HEALTH_METHODS)] if token else []

@@ -13,6 +13,7 @@ import grpc.aio
 
 from shoal.common.auth import read_token_file, server_interceptors
 from shoal.common.errors import ConfigError
+from shoal.common.health import Health
 from shoal.common.lifecycle import daemon_main, sleep_or_shutdown, write_ready_file
 from shoal.common.rpc import SERVER_OPTIONS
 from shoal.coordinator.config import CoordinatorConfig
@@ -82,10 +83,12 @@ async def serve(config: CoordinatorConfig, shutdown: asyncio.Event) -> None:
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=server_interceptors(token))
     pb_grpc.add_CoordinatorServicer_to_server(servicer, server)
     jobs_pb2_grpc.add_JobsServicer_to_server(jobs, server)
+    health = Health(server, ("shoal.rpc.v1.Coordinator", "shoal.rpc.v1.Jobs"))
     port = server.add_insecure_port(config.listen)
     if port == 0:
         raise ConfigError(f"cannot listen on {config.listen}")
     await server.start()
+    await health.serving()
     address = f"{config.listen.rsplit(':', 1)[0]}:{port}"
     log.info("serving", extra={"address": address, "known_nodes": len(membership.nodes)})
     if config.ready_file:
@@ -97,6 +100,7 @@ async def serve(config: CoordinatorConfig, shutdown: asyncio.Event) -> None:
             tasks.create_task(servicer.reconciler.run(shutdown))
             tasks.create_task(jobs.run(shutdown))
             await shutdown.wait()
+            await health.stopping()
             await server.stop(config.shutdown_grace)
     finally:
         await servicer.close()

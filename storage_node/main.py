@@ -11,6 +11,7 @@ import grpc.aio
 
 from shoal.common.auth import read_token_file, server_interceptors
 from shoal.common.errors import ConfigError
+from shoal.common.health import Health
 from shoal.common.ids import new_node_id
 from shoal.common.lifecycle import daemon_main, write_ready_file
 from shoal.common.rpc import SERVER_OPTIONS
@@ -52,10 +53,12 @@ async def serve(config: NodeConfig, shutdown: asyncio.Event) -> None:
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=server_interceptors(token))
     servicer = StorageNodeServicer(store, node_id, config.repair_timeout, token)
     pb_grpc.add_StorageNodeServicer_to_server(servicer, server)
+    health = Health(server, ("shoal.rpc.v1.StorageNode",))
     port = server.add_insecure_port(config.listen)
     if port == 0:
         raise ConfigError(f"cannot listen on {config.listen}")
     await server.start()
+    await health.serving()
     host = config.listen.rsplit(":", 1)[0]
     address = config.advertise or f"{host}:{port}"
     log.info("serving", extra={"node_id": node_id, "address": address, "shards": store.shard_count})
@@ -70,6 +73,7 @@ async def serve(config: NodeConfig, shutdown: asyncio.Event) -> None:
                 tasks.create_task(membership.run(shutdown))
                 tasks.create_task(scrubber.run(shutdown))
             await shutdown.wait()
+            await health.stopping()
             await server.stop(config.shutdown_grace)
     finally:
         await membership.close()

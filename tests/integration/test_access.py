@@ -155,3 +155,20 @@ def test_cli_token_file(
     # The local cluster's own token file is used when talking to it by --data-dir.
     local = cli("ls", "--data-dir", str(cluster.root))
     assert local.returncode == 0, local.stderr
+
+
+def test_health_checks_need_no_token(secured: tuple[LocalCluster, Path]) -> None:
+    """Load balancers and Kubernetes probes have no cluster token."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    cluster, _token_file = secured
+
+    async def probe(address: str) -> int:
+        async with grpc.aio.insecure_channel(address) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+            return int(reply.status)
+
+    for address in [cluster.address, *(cluster.node(n).address for n in cluster.nodes)]:
+        assert asyncio.run(probe(address)) == health_pb2.HealthCheckResponse.SERVING
