@@ -16,6 +16,7 @@ from rich.live import Live
 
 from shoal.client import Client, Job, TaskLog
 from shoal.client.cli.address import open_client
+from shoal.client.cli.args import bounded_int
 from shoal.client.cli.failures import JobNotSucceeded, UsageError
 from shoal.client.cli.jobs_view import (
     finished,
@@ -165,16 +166,6 @@ def cmd_job_logs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not 1 <= value <= MAX_LIMIT:
-        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_LIMIT}, got {value}")
-    return value
-
-
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
@@ -187,7 +178,7 @@ def register(
     listing.add_argument("--all", action="store_true", help="include finished jobs")
     listing.add_argument(
         "--limit",
-        type=_limit,
+        type=bounded_int(MAX_LIMIT),
         default=DEFAULT_LIMIT,
         metavar="N",
         help=f"show at most N jobs, newest first (1-{MAX_LIMIT}, default: {DEFAULT_LIMIT})",

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from shoal.client import RepairErrorInfo
 from shoal.client.cli.address import open_client
+from shoal.client.cli.args import bounded_int
 from shoal.client.cli.render import make_console
 from shoal.common.units import format_duration
 
@@ -114,16 +115,6 @@ def cmd_node_remove(args: argparse.Namespace) -> int:
     return 0
 
 
-def _limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not 1 <= value <= MAX_ERRORS:
-        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_ERRORS}, got {value}")
-    return value
-
-
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
@@ -141,7 +132,7 @@ def register(
     )
     errors.add_argument(
         "--limit",
-        type=_limit,
+        type=bounded_int(MAX_ERRORS),
         default=DEFAULT_ERRORS,
         metavar="N",
         help=f"show at most N errors (1-{MAX_ERRORS}, default: {DEFAULT_ERRORS})",

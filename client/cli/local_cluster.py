@@ -329,11 +329,7 @@ class LocalCluster:
     def stop_workers(self, names: list[str], sig: int = signal.SIGTERM) -> None:
         """Stop workers (SIGKILL: a crash; their tasks are leased again elsewhere)."""
         daemons = [self.worker(name) for name in names]
-        daemons = [d for d in daemons if self.running(d)]
-        for daemon in daemons:
-            self._signal(daemon, sig)
-        for daemon in daemons:
-            self._stop(daemon, sig, signalled=True)
+        self._stop_all(daemons, sig)
         self.save()
 
     def _start_nodes(self, daemons: list[DaemonState], *, fresh: bool = False) -> None:
@@ -377,11 +373,7 @@ class LocalCluster:
     def stop_nodes(self, names: list[str], sig: int = signal.SIGTERM) -> None:
         """Stop several nodes: signal all first, then wait for each."""
         daemons = [self.node(name) for name in names]
-        daemons = [d for d in daemons if self.running(d)]
-        for daemon in daemons:
-            self._signal(daemon, sig)
-        for daemon in daemons:
-            self._stop(daemon, sig, signalled=True)
+        self._stop_all(daemons, sig)
         self.save()
 
     def stop_node(self, name: str, sig: int = signal.SIGTERM) -> None:
@@ -412,6 +404,14 @@ class LocalCluster:
         self._wait_ready(self.coordinator, process)
         self.save()
 
+    def _stop_all(self, daemons: list[DaemonState], sig: int) -> dict[str, int | None]:
+        """Signal every running daemon first, then wait for each (they stop in parallel);
+        returns the exit codes of the ones this process started."""
+        running = [d for d in daemons if self.running(d)]
+        for daemon in running:
+            self._signal(daemon, sig)
+        return {d.name: self._stop(d, sig, signalled=True) for d in running}
+
     @staticmethod
     def _signal(daemon: DaemonState, sig: int) -> None:
         """Signal a daemon. Never pid 0 or below: os.kill(0, ...) signals our own group."""
@@ -441,14 +441,7 @@ class LocalCluster:
     def down(self) -> dict[str, int | None]:
         """Stop every daemon (workers and nodes first, together, then the coordinator);
         returns exit codes of the ones this process started."""
-        codes: dict[str, int | None] = {}
-        daemons = [
-            d for d in [*self.workers.values(), *self.nodes.values()] if d.pid and self.running(d)
-        ]
-        for daemon in daemons:
-            self._signal(daemon, signal.SIGTERM)
-        for daemon in daemons:
-            codes[daemon.name] = self._stop(daemon, signal.SIGTERM, signalled=True)
+        codes = self._stop_all([*self.workers.values(), *self.nodes.values()], signal.SIGTERM)
         if self.coordinator is not None and self.coordinator.pid and self.running(self.coordinator):
             codes["coordinator"] = self._stop(self.coordinator, signal.SIGTERM)
         if self.root.exists():
