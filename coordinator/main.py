@@ -41,6 +41,9 @@ async def maintenance(servicer: CoordinatorServicer, shutdown: asyncio.Event) ->
     while not await sleep_or_shutdown(shutdown, MAINTENANCE_INTERVAL_S):
         for record, previous in servicer.membership.refresh():
             if previous == DOWN and record.liveness != DOWN:
+        # After a liveness change, pay for the health counters' bulk update here rather than
+        # in a status call (a no-op comparison otherwise).
+        await servicer.db(servicer.store.set_counted_out, servicer.membership.counted_out_ids())
                 servicer.reconciler.request(record.node_id)
         since_touch += MAINTENANCE_INTERVAL_S
         # Often enough that, after a restart, a live node is not taken for down.

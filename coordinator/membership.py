@@ -167,6 +167,10 @@ class Membership:
             if r.liveness != DOWN and r.admin_state != DECOMMISSIONED
         }
 
+    def counted_out_ids(self) -> set[str]:
+        """Known nodes whose shards do not count as healthy (the complement of readable)."""
+        return set(self.nodes) - self.readable_ids()
+
     def lost_ids(self) -> set[str]:
         """Nodes whose shards must be rebuilt elsewhere: down past repair_after, or removed."""
         self.refresh()

@@ -34,6 +34,7 @@ from shoal.common.errors import (
     InvalidArgument,
     NotFound,
 )
+from shoal.coordinator import health_index
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
@@ -93,6 +94,11 @@ CREATE TABLE IF NOT EXISTS stripes (
     stripe_index INTEGER NOT NULL,
     size INTEGER NOT NULL,
     shard_length INTEGER NOT NULL,
+    k INTEGER NOT NULL DEFAULT 0,
+    n INTEGER NOT NULL DEFAULT 0,
+    -- Maintained by coordinator/health_index.py triggers (status counters).
+    healthy INTEGER NOT NULL DEFAULT 0,
+    committed INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (version_id, stripe_index)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS shards (
@@ -162,15 +168,6 @@ class StripeRow:
 
 
 @dataclass(frozen=True)
-class ObjectHealth:
-    version_id: str
-    size: int
-    k: int
-    n: int
-    min_healthy_shards: int
-
-
-@dataclass(frozen=True)
 class NodeRow:
     node_id: str
     address: str
@@ -221,7 +218,11 @@ class MetadataStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit is on disk before a put is acknowledged, even across power loss.
         self._db.execute("PRAGMA synchronous=FULL")
+        # INSERT OR REPLACE must run the delete triggers of the rows it replaces, or the
+        # maintained health counters would drift (health_index.py).
+        self._db.execute("PRAGMA recursive_triggers=ON")
         self._db.executescript(SCHEMA)
+        health_index.install(self._db)
 
     def close(self) -> None:
         self._db.close()
@@ -388,16 +389,19 @@ class MetadataStore:
 
     @staticmethod
     def _insert_stripes(
-        db: sqlite3.Connection, version_id: str, stripes: Sequence[StripeRow]
+        db: sqlite3.Connection, version: VersionRow, stripes: Sequence[StripeRow]
     ) -> None:
+        version_id = version.version_id
         for stripe in stripes:
-            db.execute(
-                "INSERT OR REPLACE INTO stripes VALUES (?, ?, ?, ?)",
-                (version_id, stripe.index, stripe.size, stripe.shard_length),
-            )
+            # Shards first: their delete triggers adjust the stripe row they belong to.
             db.execute(
                 "DELETE FROM shards WHERE version_id = ? AND stripe_index = ?",
                 (version_id, stripe.index),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO stripes (version_id, stripe_index, size, shard_length, "
+                "k, n) VALUES (?, ?, ?, ?, ?, ?)",
+                (version_id, stripe.index, stripe.size, stripe.shard_length, version.k, version.n),
             )
             now = time.time()
             db.executemany(
@@ -414,7 +418,7 @@ class MetadataStore:
             version = self._pending(db, version_id)
             for stripe in stripes:
                 self._check_stripe(version, stripe)
-            self._insert_stripes(db, version_id, stripes)
+            self._insert_stripes(db, version, stripes)
 
     @staticmethod
     def _check_stripe(version: VersionRow, stripe: StripeRow) -> None:
@@ -446,7 +450,7 @@ class MetadataStore:
             version = self._pending(db, version_id)
             for stripe in stripes:
                 self._check_stripe(version, stripe)
-            self._insert_stripes(db, version_id, stripes)
+            self._insert_stripes(db, version, stripes)
             rows = db.execute(
                 "SELECT s.stripe_index, s.size, COUNT(sh.shard_index) FROM stripes s "
                 "LEFT JOIN shards sh "
@@ -478,12 +482,15 @@ class MetadataStore:
             )
             if old is not None:
                 self._retire(db, old[0], time.time() + delete_grace_s)
+            db.execute("UPDATE stripes SET committed = 1 WHERE version_id = ?", (version_id,))
         return self.version(version_id), degraded
 
     @staticmethod
     def _retire(db: sqlite3.Connection, version_id: str, not_before: float) -> None:
         """Mark a version deleted and queue its shards for removal."""
         db.execute("UPDATE versions SET state = 'deleted' WHERE version_id = ?", (version_id,))
+        # Out of the counters first, so deleting its shards does not churn them.
+        db.execute("UPDATE stripes SET committed = 0 WHERE version_id = ?", (version_id,))
         db.execute(
             "INSERT OR IGNORE INTO deletions SELECT node_id, "
             "version_id || '.' || stripe_index || '.' || shard_index, ?, length "
@@ -646,31 +653,23 @@ class MetadataStore:
 
     # Health --------------------------------------------------------------------------------
 
-    def health(self, live_nodes: set[str]) -> tuple[list[ObjectHealth], dict[int, int]]:
-        """Per committed object, the fewest healthy shards of any of its stripes (n for empty
-        objects), and committed stripes counted by their number of healthy shards.
+    def health_summary(self, counted_out: set[str]) -> health_index.HealthSummary:
+        """Data health from the maintained counters, after making `counted_out` (nodes that
+        are down or decommissioned) the nodes whose shards do not count."""
+        self.set_counted_out(counted_out)
+        return health_index.summary(self._db)
 
-        A shard is healthy when its state is ok and its node is live.
-        """
-        self._set_nodes("live_nodes", live_nodes)
-        objects = self._db.execute(
-            _STRIPE_HEALTH_CTE + "SELECT v.version_id, v.size, v.k, v.n, "
-            "MIN(COALESCE(h.healthy, v.n)) FROM objects o "
-            "JOIN versions v ON v.version_id = o.version_id "
-            "LEFT JOIN stripe_health h ON h.version_id = v.version_id GROUP BY v.version_id"
-        ).fetchall()
-        histogram = self._db.execute(
-            _STRIPE_HEALTH_CTE + "SELECT healthy, COUNT(*) FROM stripe_health GROUP BY healthy"
-        ).fetchall()
-        return [ObjectHealth(*row) for row in objects], {int(h): int(c) for h, c in histogram}
+    def set_counted_out(self, node_ids: set[str]) -> bool:
+        """Nodes whose shards do not count toward health; True if that changed (the update
+        touches every stripe with a shard on a changed node, so it runs on liveness changes)."""
+        if health_index.counted_out(self._db) == node_ids:
+            return False
+        with self._tx() as db:
+            return health_index.set_counted_out(db, node_ids)
 
-    def stripe_margins(self) -> dict[int, int]:
-        """Committed stripes by healthy shards minus k (uses the live_nodes of `health`)."""
-        rows = self._db.execute(
-            _STRIPE_HEALTH_CTE + "SELECT h.healthy - v.k, COUNT(*) FROM stripe_health h "
-            "JOIN versions v ON v.version_id = h.version_id GROUP BY h.healthy - v.k"
-        ).fetchall()
-        return {int(m): int(c) for m, c in rows}
+    def recount_health(self) -> None:
+        """Recompute the health counters from scratch (migration; consistency checks)."""
+        health_index.recount(self._db)
 
     # Repair --------------------------------------------------------------------------------
 

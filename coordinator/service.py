@@ -483,9 +483,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     async def ClusterStatus(
         self, request: pb.ClusterStatusRequest, context: Context
     ) -> pb.ClusterStatusResponse:
-        readable = self.membership.readable_ids()
-        health, histogram = await self.db(self.store.health, readable)
-        margins = await self.db(self.store.stripe_margins)
+        health = await self.db(self.store.health_summary, self.membership.counted_out_ids())
         buckets = await self.db(self.store.buckets)
         pending, pending_bytes = await self.db(self.store.pending_deletions)
         nodes = []
@@ -509,7 +507,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         )
         orphaned = pending_bytes + sum(self.reconciler.waiting_orphan_bytes.values())
         return build_status(
-            self.config, nodes, health, histogram, margins, len(buckets), pending, repair, orphaned
+            self.config, nodes, health, len(buckets), pending, repair, orphaned
         )
 
     @unary

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from shoal.coordinator.config import CoordinatorConfig
-from shoal.coordinator.metadata import ObjectHealth
+from shoal.coordinator.health_index import HealthSummary
 from shoal.rpc.v1 import common_pb2 as common
 from shoal.rpc.v1 import coordinator_pb2 as pb
 
@@ -22,9 +22,7 @@ def classify(healthy: int, k: int, n: int) -> str:
 def build_status(
     config: CoordinatorConfig,
     nodes: Sequence[common.NodeInfo],
-    health: Sequence[ObjectHealth],
-    histogram: dict[int, int],
-    stripe_margins: dict[int, int],
+    health: HealthSummary,
     bucket_count: int,
     pending_deletions: int,
     repair: pb.RepairStatus,
@@ -34,12 +32,27 @@ def build_status(
     counts = {"healthy": 0, "degraded": 0, "unavailable": 0}
     sizes = dict.fromkeys(counts, 0)
     by_margin: dict[int, int] = {}
-    for item in health:
-        label = classify(item.min_healthy_shards, item.k, item.n)
-        counts[label] += 1
-        sizes[label] += item.size
-        margin = item.min_healthy_shards - item.k
-        by_margin[margin] = by_margin.get(margin, 0) + 1
+    # Every object starts at full margin n - k (empty objects stay there) ...
+    for (k, n), (objects, size) in health.objects.items():
+        counts["healthy"] += objects
+        sizes["healthy"] += size
+        by_margin[n - k] = by_margin.get(n - k, 0) + objects
+    # ... and the damaged ones move to the margin of their worst stripe.
+    for group in health.damaged:
+        label = classify(group.min_healthy_shards, group.k, group.n)
+        counts["healthy"] -= group.objects
+        sizes["healthy"] -= group.bytes
+        counts[label] += group.objects
+        sizes[label] += group.bytes
+        by_margin[group.n - group.k] -= group.objects
+        margin = group.min_healthy_shards - group.k
+        by_margin[margin] = by_margin.get(margin, 0) + group.objects
+    by_margin = {margin: count for margin, count in by_margin.items() if count}
+    histogram: dict[int, int] = {}
+    stripe_margins: dict[int, int] = {}
+    for (k, _n, healthy), count in health.stripe_counts.items():
+        histogram[healthy] = histogram.get(healthy, 0) + count
+        stripe_margins[healthy - k] = stripe_margins.get(healthy - k, 0) + count
     raw = sum(node.capacity_bytes for node in nodes)
     used = sum(node.used_bytes for node in nodes)
     usable = (raw - used) * config.default_k // config.default_n
