@@ -45,6 +45,8 @@ def status_to_dict(status: cpb.ClusterStatusResponse) -> dict[str, Any]:
             "heartbeat_timeout_s": status.heartbeat_timeout_s,
             "down_after_s": status.down_after_s,
             "repair_after_s": status.repair_after_s,
+            "repair_bandwidth_bytes_s": status.repair_bandwidth_bytes_s,
+            "repair_concurrency": status.repair_concurrency,
         },
         "capacity": {
             "raw_bytes": status.raw_capacity_bytes,

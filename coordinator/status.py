@@ -77,3 +77,5 @@ def build_status(
         down_after_s=config.down_after,
         repair_after_s=config.repair_after,
     )
+        repair_bandwidth_bytes_s=config.repair_bandwidth,
+        repair_concurrency=config.repair_concurrency,

@@ -983,6 +983,8 @@ class ClusterStatusResponse(_message.Message):
     OBJECTS_BY_MARGIN_FIELD_NUMBER: _builtins.int
     DOWN_AFTER_S_FIELD_NUMBER: _builtins.int
     REPAIR_AFTER_S_FIELD_NUMBER: _builtins.int
+    REPAIR_BANDWIDTH_BYTES_S_FIELD_NUMBER: _builtins.int
+    REPAIR_CONCURRENCY_FIELD_NUMBER: _builtins.int
     raw_capacity_bytes: _builtins.int
     used_bytes: _builtins.int
     usable_capacity_bytes: _builtins.int
@@ -996,6 +998,11 @@ class ClusterStatusResponse(_message.Message):
     """Bytes of shards that no object needs, queued for removal or waiting out their grace."""
     down_after_s: _builtins.float
     repair_after_s: _builtins.float
+    repair_bandwidth_bytes_s: _builtins.int
+    """Repair throttles: shard bytes/s repair may read across the cluster, and shards rebuilt at
+    once (the coordinator's repair_bandwidth and repair_concurrency settings).
+    """
+    repair_concurrency: _builtins.int
     @_builtins.property
     def nodes(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeInfo]: ...
     @_builtins.property
@@ -1037,10 +1044,12 @@ class ClusterStatusResponse(_message.Message):
         objects_by_margin: _abc.Mapping[_builtins.int, _builtins.int] | None = ...,
         down_after_s: _builtins.float = ...,
         repair_after_s: _builtins.float = ...,
+        repair_bandwidth_bytes_s: _builtins.int = ...,
+        repair_concurrency: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["object_bytes", b"object_bytes", "objects", b"objects", "repair", b"repair"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket_count", b"bucket_count", "default_k", b"default_k", "default_n", b"default_n", "down_after_s", b"down_after_s", "heartbeat_timeout_s", b"heartbeat_timeout_s", "nodes", b"nodes", "object_bytes", b"object_bytes", "objects", b"objects", "objects_by_margin", b"objects_by_margin", "orphaned_bytes", b"orphaned_bytes", "pending_shard_deletions", b"pending_shard_deletions", "raw_capacity_bytes", b"raw_capacity_bytes", "repair", b"repair", "repair_after_s", b"repair_after_s", "stripes_by_healthy_shards", b"stripes_by_healthy_shards", "stripes_by_margin", b"stripes_by_margin", "usable_capacity_bytes", b"usable_capacity_bytes", "used_bytes", b"used_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket_count", b"bucket_count", "default_k", b"default_k", "default_n", b"default_n", "down_after_s", b"down_after_s", "heartbeat_timeout_s", b"heartbeat_timeout_s", "nodes", b"nodes", "object_bytes", b"object_bytes", "objects", b"objects", "objects_by_margin", b"objects_by_margin", "orphaned_bytes", b"orphaned_bytes", "pending_shard_deletions", b"pending_shard_deletions", "raw_capacity_bytes", b"raw_capacity_bytes", "repair", b"repair", "repair_after_s", b"repair_after_s", "repair_bandwidth_bytes_s", b"repair_bandwidth_bytes_s", "repair_concurrency", b"repair_concurrency", "stripes_by_healthy_shards", b"stripes_by_healthy_shards", "stripes_by_margin", b"stripes_by_margin", "usable_capacity_bytes", b"usable_capacity_bytes", "used_bytes", b"used_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
