@@ -9,6 +9,13 @@
 `AsyncClient` has the same methods as coroutines. Every error is a `ShoalError` subclass.
 """
 
+import os
+
+# gRPC's C core writes failed TLS handshakes and similar to stderr at INFO level; the SDK
+# reports them as typed errors (ConnectionFailed saying what went wrong), so unless the user
+# chose a verbosity, core logging is kept to errors. It must be set before grpc is imported.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 from shoal.client.async_client import AsyncClient, AsyncObjectStream
 from shoal.client.get import GetTuning
 from shoal.client.jobs import AsyncJob, JobOptions, JobStatus, TaskLog

@@ -36,10 +36,13 @@ from shoal.client.types import BucketInfo, ObjectInfo, RepairErrorInfo
 from shoal.common.auth import token_from_env
 from shoal.common.channels import NodeChannels
 from shoal.common.erasure import check_redundancy
-from shoal.common.errors import ConnectionFailed, InvalidArgument
+from shoal.common.errors import ConfigError, ConnectionFailed, InvalidArgument
 from shoal.common.ids import is_valid_node_id
 from shoal.common.names import check_bucket_name, check_key
-from shoal.common.rpc import insecure_channel, to_shoal_error
+from shoal.common.request_ids import operation
+from shoal.common.rpc import to_shoal_error
+from shoal.common.tls import load_tls, tls_failure
+from shoal.common.transport import Transport
 from shoal.rpc.v1 import coordinator_pb2 as cpb
 from shoal.rpc.v1 import coordinator_pb2_grpc as cpb_grpc
 from shoal.rpc.v1 import jobs_pb2 as jobs_pb
@@ -47,11 +50,34 @@ from shoal.rpc.v1 import jobs_pb2_grpc as jobs_grpc
 
 DEFAULT_COORDINATOR = "127.0.0.1:7000"
 LIST_PAGE = 1000
+TLS_ENV = {"tls_cert": "SHOAL_TLS_CERT", "tls_key": "SHOAL_TLS_KEY", "tls_ca": "SHOAL_TLS_CA"}
+PathArg = str | os.PathLike[str] | None
 
 
 def default_address() -> str:
     """The coordinator address from SHOAL_COORDINATOR, else 127.0.0.1:7000."""
     return os.environ.get("SHOAL_COORDINATOR") or DEFAULT_COORDINATOR
+
+
+def client_transport(
+    token: str | None, tls_cert: PathArg, tls_key: PathArg, tls_ca: PathArg
+) -> Transport:
+    """The SDK's transport: each argument that is None comes from its environment variable
+    (SHOAL_TOKEN / SHOAL_TOKEN_FILE, SHOAL_TLS_CERT, SHOAL_TLS_KEY, SHOAL_TLS_CA); "" is off."""
+    paths: list[str] = []
+    names: list[str] = []
+    for name, value in (("tls_cert", tls_cert), ("tls_key", tls_key), ("tls_ca", tls_ca)):
+        if value is None:
+            paths.append(os.environ.get(TLS_ENV[name], ""))
+            names.append(TLS_ENV[name])
+        else:
+            paths.append(os.fspath(value))
+            names.append(name)
+    try:
+        tls = load_tls(*paths, names=(names[0], names[1], names[2]))
+    except ConfigError as exc:
+        raise InvalidArgument(str(exc)) from None
+    return Transport(token if token is not None else token_from_env(), tls)
 
 
 def _check_optional_redundancy(k: int | None, n: int | None) -> None:
@@ -76,6 +102,9 @@ class AsyncClient:
         get_tuning: shard read timeout, hedging delay and readahead.
         token: the cluster token, if the cluster requires one; defaults to SHOAL_TOKEN or the
             contents of SHOAL_TOKEN_FILE.
+        tls_ca, tls_cert, tls_key: for a cluster with TLS: PEM files of the cluster CA, of a
+            client certificate it signed, and of that certificate's key (all three or none);
+            default to SHOAL_TLS_CA, SHOAL_TLS_CERT, SHOAL_TLS_KEY. Pass "" to turn one off.
 
     Use as `async with AsyncClient(addr) as client:` or call `close()`.
     """
@@ -88,9 +117,12 @@ class AsyncClient:
         put_tuning: PutTuning | None = None,
         get_tuning: GetTuning | None = None,
         token: str | None = None,
+        tls_ca: PathArg = None,
+        tls_cert: PathArg = None,
+        tls_key: PathArg = None,
     ) -> None:
         self.address = address or default_address()
-        self._token = token if token is not None else token_from_env()
+        self._transport = client_transport(token, tls_cert, tls_key, tls_ca)
         if ":" not in self.address:
             raise InvalidArgument(f"invalid coordinator address {self.address!r}: use HOST:PORT")
         self.rpc_timeout_s = rpc_timeout_s
@@ -99,7 +131,7 @@ class AsyncClient:
         self._channel: grpc.aio.Channel | None = None
         self._stub: cpb_grpc.CoordinatorAsyncStub | None = None
         self._jobs_stub: jobs_grpc.JobsAsyncStub | None = None
-        self._nodes = NodeChannels(self._token)
+        self._nodes = NodeChannels(self._transport)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -127,9 +159,11 @@ class AsyncClient:
         """Call a Jobs method on the coordinator."""
         return await self._invoke("jobs", method, request)
 
+    # Every coordinator call, including those of AsyncJob handles, reports its request id.
+    @operation
     async def _invoke(self, service: str, method: str, request: Any) -> Any:
         if self._stub is None or self._jobs_stub is None:
-            self._channel = insecure_channel(self.address, self._token)
+            self._channel = self._transport.channel(self.address)
             self._stub = cpb_grpc.CoordinatorStub(self._channel)
             self._jobs_stub = jobs_grpc.JobsStub(self._channel)
         stub: Any = self._stub if service == "coordinator" else self._jobs_stub
@@ -138,11 +172,16 @@ class AsyncClient:
         except grpc.aio.AioRpcError as exc:
             error = to_shoal_error(exc, f"coordinator at {self.address}")
             if isinstance(error, ConnectionFailed):
-                raise ConnectionFailed(f"cannot reach the coordinator at {self.address}") from None
+                reason = tls_failure(exc.details() or "", tls=self._transport.tls is not None)
+                raise ConnectionFailed(
+                    f"cannot reach the coordinator at {self.address}"
+                    + (f": {reason}" if reason else "")
+                ) from None
             raise error from None
 
     # Buckets -------------------------------------------------------------------------------
 
+    @operation
     async def create_bucket(
         self,
         name: str,
@@ -165,11 +204,13 @@ class AsyncClient:
         )
         return BucketInfo.from_proto(reply.bucket)
 
+    @operation
     async def delete_bucket(self, name: str) -> None:
         """Delete an empty bucket (BucketNotEmpty otherwise, NotFound if absent)."""
         check_bucket_name(name)
         await self._call("DeleteBucket", cpb.DeleteBucketRequest(name=name))
 
+    @operation
     async def list_buckets(self) -> list[BucketInfo]:
         """All buckets, by name."""
         reply = await self._call("ListBuckets", cpb.ListBucketsRequest())
@@ -177,6 +218,7 @@ class AsyncClient:
 
     # Objects -------------------------------------------------------------------------------
 
+    @operation
     async def put(
         self, bucket: str, key: str, data: PutData, *, k: int | None = None, n: int | None = None
     ) -> ObjectInfo:
@@ -225,6 +267,7 @@ class AsyncClient:
             async for piece in pieces:
                 yield piece
 
+    @operation
     async def get(
         self, bucket: str, key: str, *, offset: int = 0, length: int | None = None
     ) -> bytes:
@@ -236,6 +279,7 @@ class AsyncClient:
         """
         return b"".join([p async for p in self.stream(bucket, key, offset=offset, length=length)])
 
+    @operation
     async def download(self, bucket: str, key: str, path: str | os.PathLike[str]) -> ObjectInfo:
         """Write the object to `path` atomically (temp file + rename); returns its info."""
         target = Path(path)
@@ -256,11 +300,13 @@ class AsyncClient:
             raise
         return ObjectInfo.from_proto(reader.info)
 
+    @operation
     async def open(self, bucket: str, key: str) -> AsyncObjectStream:
         """Open the object for streaming reads: `await s.read(n)` or `async for piece in s`."""
         reader = await self._reader(bucket, key)
         return AsyncObjectStream(reader)
 
+    @operation
     async def head(self, bucket: str, key: str) -> ObjectInfo:
         """The object's metadata (NotFound if absent)."""
         check_bucket_name(bucket)
@@ -268,6 +314,7 @@ class AsyncClient:
         reply = await self._call("HeadObject", cpb.HeadObjectRequest(bucket=bucket, key=key))
         return ObjectInfo.from_proto(reply.info)
 
+    @operation
     async def delete(self, bucket: str, key: str) -> None:
         """Delete the object: invisible at once, shards removed in the background."""
         check_bucket_name(bucket)
@@ -293,6 +340,7 @@ class AsyncClient:
                 return
             start_after = reply.objects[-1].key
 
+    @operation
     async def status(self) -> dict[str, Any]:
         """The cluster status that `clusterctl status` shows (see docs/status-schema.md)."""
         reply = await self._call("ClusterStatus", cpb.ClusterStatusRequest())
@@ -306,6 +354,7 @@ class AsyncClient:
 
     # Jobs ----------------------------------------------------------------------------------
 
+    @operation
     async def submit(
         self, fn: Any, *args: Any, job_options: JobOptions | None = None, **kwargs: Any
     ) -> AsyncJob:
@@ -315,6 +364,7 @@ class AsyncClient:
         reply = await self._jobs_call("SubmitJob", request)
         return AsyncJob(reply.job_id, "submit", self._jobs_call, self)
 
+    @operation
     async def map(
         self,
         fn: Any,
@@ -331,6 +381,7 @@ class AsyncClient:
         reply = await self._jobs_call("SubmitJob", request)
         return AsyncJob(reply.job_id, "map", self._jobs_call, self)
 
+    @operation
     async def map_reduce(
         self,
         mapper: Any,
@@ -360,6 +411,7 @@ class AsyncClient:
         reply = await self._jobs_call("SubmitJob", request)
         return AsyncJob(reply.job_id, "map_reduce", self._jobs_call, self, output, partitions)
 
+    @operation
     async def job(self, job_id: str) -> AsyncJob:
         """A handle to an existing job."""
         if not isinstance(job_id, str) or not job_id:
@@ -369,6 +421,7 @@ class AsyncClient:
         output = (info.output_bucket, info.output_prefix) if info.output_bucket else None
         return AsyncJob(job_id, info.kind, self._jobs_call, self, output, info.partitions)
 
+    @operation
     async def list_jobs(
         self, *, active_only: bool = False, limit: int = 50
     ) -> builtins.list[JobStatus]:
@@ -380,11 +433,13 @@ class AsyncClient:
 
     # Operations ----------------------------------------------------------------------------
 
+    @operation
     async def hold_repair(self, held: bool = True) -> bool:
         """Pause (held=True) or resume automatic repair, e.g. for planned maintenance."""
         reply = await self._call("SetRepairHold", cpb.SetRepairHoldRequest(held=held))
         return bool(reply.held)
 
+    @operation
     async def repair_errors(self, limit: int = 100) -> tuple[builtins.list[RepairErrorInfo], int]:
         """Recorded repair failures (most recent first) and their total count."""
         if not isinstance(limit, int) or not 1 <= limit <= 1000:
@@ -392,12 +447,14 @@ class AsyncClient:
         reply = await self._call("ListRepairErrors", cpb.ListRepairErrorsRequest(limit=limit))
         return [RepairErrorInfo.from_proto(e) for e in reply.errors], int(reply.total)
 
+    @operation
     async def scrub(self, node_id: str | None = None) -> builtins.list[str]:
         """Start a scrub pass now on one node (or every live node); returns the node ids."""
         nodes = [_check_node_id(node_id)] if node_id is not None else []
         reply = await self._call("StartScrub", cpb.StartScrubRequest(node_ids=nodes))
         return list(reply.node_ids)
 
+    @operation
     async def drain_node(self, node_id: str, *, cancel: bool = False) -> int:
         """Move every shard off a node (it keeps serving reads); returns shards to move."""
         reply = await self._call(
@@ -405,6 +462,7 @@ class AsyncClient:
         )
         return int(reply.shards_to_move)
 
+    @operation
     async def remove_node(self, node_id: str) -> int:
         """Decommission a node; refused while it holds shards some stripe needs to stay at k.
 

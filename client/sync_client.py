@@ -28,7 +28,8 @@ class Client:
 
     Args:
         address: coordinator HOST:PORT; defaults to SHOAL_COORDINATOR or 127.0.0.1:7000.
-        rpc_timeout_s, put_tuning, get_tuning: as for AsyncClient.
+        rpc_timeout_s, put_tuning, get_tuning, token, tls_ca, tls_cert, tls_key: as for
+            AsyncClient.
 
     Use as a context manager (`with Client(addr) as client:`) or call `close()`.
     """
@@ -41,6 +42,9 @@ class Client:
         put_tuning: PutTuning | None = None,
         get_tuning: GetTuning | None = None,
         token: str | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
     ) -> None:
         self._async = AsyncClient(
             address,
@@ -48,6 +52,9 @@ class Client:
             put_tuning=put_tuning,
             get_tuning=get_tuning,
             token=token,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
         self.address = self._async.address
         self._loop = asyncio.new_event_loop()

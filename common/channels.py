@@ -7,17 +7,18 @@ import time
 
 import grpc.aio
 
-from shoal.common.rpc import insecure_channel
+from shoal.common.transport import Transport
 from shoal.rpc.v1 import storage_pb2_grpc as spb_grpc
 
 RETIRED_CLOSE_AFTER_S = 60.0
 
 
 class NodeChannels:
-    """Channels and stubs to storage nodes, keyed by address."""
+    """Channels and stubs to storage nodes, keyed by address, made by one `Transport` (token
+    and TLS)."""
 
-    def __init__(self, token: str = "") -> None:
-        self._token = token
+    def __init__(self, transport: Transport | None = None) -> None:
+        self.transport = transport or Transport()
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, spb_grpc.StorageNodeAsyncStub] = {}
         self._retired: list[tuple[float, grpc.aio.Channel]] = []
@@ -25,7 +26,7 @@ class NodeChannels:
     def stub(self, address: str) -> spb_grpc.StorageNodeAsyncStub:
         stub = self._stubs.get(address)
         if stub is None:
-            channel = insecure_channel(address, self._token)
+            channel = self.transport.channel(address)
             self._channels[address] = channel
             stub = self._stubs[address] = spb_grpc.StorageNodeStub(channel)
         return stub

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 
 class ShoalError(Exception):
-    """Base class of every error Shoal raises to its users."""
+    """Base class of every error Shoal raises to its users.
+
+    `request_id` is the id of the SDK operation that failed (sent with each of its RPCs and
+    logged by the daemons that handled them); "" when the error did not come from one.
+    """
+
+    request_id: str = ""
 
 
 class InvalidArgument(ShoalError):

@@ -11,6 +11,8 @@ import sys
 import time
 from typing import Any
 
+from shoal.common.request_ids import RequestIdFilter
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
@@ -55,6 +57,8 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     """Send all logs to stderr in the chosen format; call once per daemon."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    # Lines logged while a request is handled carry its id (see request_ids.py).
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

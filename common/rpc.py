@@ -72,8 +72,9 @@ _CODE_OF: list[tuple[type[ShoalError], grpc.StatusCode]] = [
 
 
 def insecure_channel(address: str, token: str = "") -> grpc.aio.Channel:
-    """A channel to `address` with Shoal's options (message sizes, fast reconnect); every call
-    on it carries the cluster token when one is given."""
+    """A plaintext channel to `address` with Shoal's options (message sizes, fast reconnect);
+    every call on it carries the cluster token when one is given. Shoal's own code dials
+    through `shoal.common.transport.Transport`, which adds TLS when configured."""
     return grpc.aio.insecure_channel(
         address, options=CHANNEL_OPTIONS, interceptors=client_interceptors(token)
     )

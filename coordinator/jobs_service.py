@@ -26,6 +26,7 @@ from shoal.common.jobspec import (
 )
 from shoal.common.lifecycle import sleep_or_shutdown
 from shoal.common.rpc import PROTOCOL_VERSION, unary
+from shoal.coordinator import metrics
 from shoal.coordinator.config import CoordinatorConfig
 from shoal.coordinator.job_store import JobStore
 from shoal.coordinator.membership import Membership
@@ -203,6 +204,7 @@ class JobsServicer(pb_grpc.JobsServicer):
             )
         self.scheduler.add_job(job)
         await self._save(job, list(job.tasks.values()))
+        metrics.record_job_submitted(job.kind)
         log.info(
             "job submitted",
             extra={
@@ -267,7 +269,10 @@ class JobsServicer(pb_grpc.JobsServicer):
         self, request: pb.CancelJobRequest, context: Context
     ) -> pb.CancelJobResponse:
         job = self._job(request.job_id)
+        was_finished = job.state in FINISHED
         changed = self.scheduler.cancel(job.job_id)
+        if not was_finished:
+            metrics.record_job_finished(job)
         await self._save(job, changed)
         await self._cleanup(job)
         log.info("job cancelled", extra={"job_id": job.job_id})
@@ -351,6 +356,7 @@ class JobsServicer(pb_grpc.JobsServicer):
         leases = self.scheduler.lease(
             request.worker_id, request.free_cpus, request.free_memory_bytes, request.max_tasks or 1
         )
+        metrics.record_attempts_started(lease.backup for lease in leases)
         # Persist who runs what, so a coordinator restart neither forgets nor reruns it.
         by_job: dict[str, list[Task]] = {}
         for lease in leases:
@@ -385,6 +391,7 @@ class JobsServicer(pb_grpc.JobsServicer):
         self, request: pb.CompleteTaskRequest, context: Context
     ) -> pb.CompleteTaskResponse:
         key = (request.job_id, request.phase, request.index)
+        started = self._attempt_started(key, request.attempt)
         outcome = self.scheduler.complete(
             request.worker_id,
             key,
@@ -396,13 +403,29 @@ class JobsServicer(pb_grpc.JobsServicer):
             stderr=request.stderr,
             partition_bytes=tuple(request.partition_bytes),
         )
+        if not outcome.accepted:
+            metrics.record_task_attempt("stale")
+        else:
+            attempt_outcome = (
+                "succeeded" if request.ok else "error" if request.user_error else "failed"
+            )
+            metrics.record_task_attempt(attempt_outcome, time.time() - started if started else None)
         if outcome.changed:
             job = self.scheduler.jobs[request.job_id]
+            if outcome.job_finished:
+                metrics.record_job_finished(job)
             await self._save(job, outcome.changed)
             if outcome.job_finished:
                 log.info("job finished", extra={"job_id": job.job_id, "state": job.state})
                 await self._cleanup(job)
         return pb.CompleteTaskResponse(accepted=outcome.accepted)
+
+    def _attempt_started(self, key: tuple[str, str, int], number: int) -> float:
+        """When attempt `number` of task `key` was leased (wall time); 0.0 if unknown."""
+        job = self.scheduler.jobs.get(key[0])
+        task = job.tasks.get(key) if job else None
+        attempt = task.active.get(number) if task else None
+        return attempt.started if attempt else 0.0
 
     async def _cleanup(self, job: Job) -> None:
         """Delete a finished job's map outputs (its reduce inputs)."""
@@ -426,6 +449,9 @@ class JobsServicer(pb_grpc.JobsServicer):
         """Expire leases of silent workers, persisting what changed."""
         while not await sleep_or_shutdown(shutdown, EXPIRY_INTERVAL_S):
             changed = self.scheduler.expire()
+            for task in changed:
+                if task.state in (PENDING, FAILED):  # not the tasks a failed job cancelled
+                    metrics.record_task_attempt("lost")
             by_job: dict[str, list[Task]] = {}
             for task in changed:
                 by_job.setdefault(task.job_id, []).append(task)
@@ -435,6 +461,8 @@ class JobsServicer(pb_grpc.JobsServicer):
                     "tasks lost with their worker requeued",
                     extra={"job_id": job_id, "tasks": len(tasks), "state": job.state},
                 )
+                if job.state in FINISHED:
+                    metrics.record_job_finished(job)
                 await self._save(job, tasks)
                 if job.state in FINISHED:
                     await self._cleanup(job)

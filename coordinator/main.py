@@ -9,19 +9,19 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import grpc.aio
-
-from shoal.common.auth import read_token_file, server_interceptors
 from shoal.common.errors import ConfigError
 from shoal.common.health import Health
 from shoal.common.lifecycle import daemon_main, sleep_or_shutdown, write_ready_file
-from shoal.common.rpc import SERVER_OPTIONS
+from shoal.common.metrics import ready_fields, rpc_interceptors, serve_metrics
+from shoal.common.transport import Transport
+from shoal.coordinator import metrics as coordinator_metrics
 from shoal.coordinator.config import CoordinatorConfig
 from shoal.coordinator.job_store import JobStore
 from shoal.coordinator.jobs_service import JobsServicer
 from shoal.coordinator.membership import DOWN, DRAINING, Membership
 from shoal.coordinator.metadata import MetadataStore
 from shoal.coordinator.service import CoordinatorServicer
+from shoal.coordinator.status import data_health
 from shoal.rpc.v1 import coordinator_pb2_grpc as pb_grpc
 from shoal.rpc.v1 import jobs_pb2_grpc
 
@@ -30,6 +30,18 @@ log = logging.getLogger("shoal.coordinator")
 MAINTENANCE_INTERVAL_S = 1.0
 UPLOAD_EXPIRY_INTERVAL_S = 30.0
 LAST_SEEN_INTERVAL_S = 5.0
+HEALTH_METRICS_INTERVAL_S = 5.0
+
+
+async def publish_data_health(servicer: CoordinatorServicer) -> None:
+    """Refresh the data-health gauges from the maintained counters (cheap: no scan)."""
+    summary = await servicer.db(
+        servicer.store.health_summary, servicer.membership.counted_out_ids()
+    )
+    health = data_health(summary)
+    coordinator_metrics.set_data_health(
+        health.objects, health.object_bytes, health.stripes_by_margin
+    )
 
 
 async def maintenance(servicer: CoordinatorServicer, shutdown: asyncio.Event) -> None:
@@ -38,13 +50,18 @@ async def maintenance(servicer: CoordinatorServicer, shutdown: asyncio.Event) ->
     expiry_interval = min(UPLOAD_EXPIRY_INTERVAL_S, max(servicer.config.upload_timeout / 2, 1.0))
     since_expiry = expiry_interval
     since_touch = 0.0
+    since_health = HEALTH_METRICS_INTERVAL_S
     while not await sleep_or_shutdown(shutdown, MAINTENANCE_INTERVAL_S):
         for record, previous in servicer.membership.refresh():
             if previous == DOWN and record.liveness != DOWN:
+                servicer.reconciler.request(record.node_id)
         # After a liveness change, pay for the health counters' bulk update here rather than
         # in a status call (a no-op comparison otherwise).
         await servicer.db(servicer.store.set_counted_out, servicer.membership.counted_out_ids())
-                servicer.reconciler.request(record.node_id)
+        since_health += MAINTENANCE_INTERVAL_S
+        if servicer.config.metrics_listen and since_health >= HEALTH_METRICS_INTERVAL_S:
+            since_health = 0.0
+            await publish_data_health(servicer)
         since_touch += MAINTENANCE_INTERVAL_S
         # Often enough that, after a restart, a live node is not taken for down.
         if since_touch >= min(LAST_SEEN_INTERVAL_S, servicer.config.down_after / 3):
@@ -74,8 +91,8 @@ async def serve(config: CoordinatorConfig, shutdown: asyncio.Event) -> None:
         membership.load(
             node.node_id, node.address, node.zone, node.capacity, node.admin_state, node.last_seen
         )
-    token = read_token_file(config.cluster_token_file) if config.cluster_token_file else ""
-    servicer = CoordinatorServicer(config, store, membership, token)
+    transport = Transport.from_config(config)
+    servicer = CoordinatorServicer(config, store, membership, transport)
     job_store = JobStore(data_dir / "metadata.sqlite3")
     jobs = JobsServicer(config, store, job_store, membership, servicer.db)
     await jobs.load()
@@ -83,11 +100,13 @@ async def serve(config: CoordinatorConfig, shutdown: asyncio.Event) -> None:
         if node.admin_state == DRAINING:
             servicer.drain_totals[node.node_id] = node.drain_total
     await servicer.repair.load()
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=server_interceptors(token))
+    metrics_address = serve_metrics(config.metrics_listen, "coordinator")
+    coordinator_metrics.install(membership, jobs.scheduler)
+    server = transport.server(rpc_interceptors(metrics_address))
     pb_grpc.add_CoordinatorServicer_to_server(servicer, server)
     jobs_pb2_grpc.add_JobsServicer_to_server(jobs, server)
     health = Health(server, ("shoal.rpc.v1.Coordinator", "shoal.rpc.v1.Jobs"))
-    port = server.add_insecure_port(config.listen)
+    port = transport.add_port(server, config.listen)
     if port == 0:
         raise ConfigError(f"cannot listen on {config.listen}")
     await server.start()
@@ -95,7 +114,7 @@ async def serve(config: CoordinatorConfig, shutdown: asyncio.Event) -> None:
     address = f"{config.listen.rsplit(':', 1)[0]}:{port}"
     log.info("serving", extra={"address": address, "known_nodes": len(membership.nodes)})
     if config.ready_file:
-        write_ready_file(config.ready_file, {"address": address})
+        write_ready_file(config.ready_file, {"address": address, **ready_fields(metrics_address)})
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(maintenance(servicer, shutdown))

@@ -33,6 +33,7 @@ from shoal.common.lifecycle import sleep_or_shutdown
 from shoal.common.placement import place
 from shoal.common.rpc import to_shoal_error
 from shoal.common.throttle import Throttle
+from shoal.coordinator import metrics as coordinator_metrics
 from shoal.coordinator.config import CoordinatorConfig
 from shoal.coordinator.membership import Membership
 from shoal.coordinator.metadata import MetadataStore, RepairStripe, ShardRow
@@ -128,10 +129,12 @@ class RepairScheduler:
 
     async def load(self) -> None:
         self.held = await self.db(self.store.setting, REPAIR_HELD, "0") == "1"
+        coordinator_metrics.set_repair_held(self.held)
 
     async def set_held(self, held: bool) -> None:
         await self.db(self.store.set_setting, REPAIR_HELD, "1" if held else "0")
         self.held = held
+        coordinator_metrics.set_repair_held(held)
         log.warning("automatic repair %s", "HELD by operator" if held else "resumed")
 
     async def run(self, shutdown: asyncio.Event, startup_grace_s: float) -> None:
@@ -169,6 +172,7 @@ class RepairScheduler:
         self._dirty, self._scanned, self._scanned_at = False, scope, time.monotonic()
         rebuild, move = await self.db(self.store.repair_backlog, lost, draining)
         self.progress.backlog(rebuild, move, busy=bool(self._inflight))
+        coordinator_metrics.set_repair_backlog(rebuild, move)
         if self.held or not (rebuild or move):
             return
         free = self.config.repair_concurrency - len(self._inflight)
@@ -190,8 +194,11 @@ class RepairScheduler:
     def _done(self, key: tuple[str, int], _task: asyncio.Task[None]) -> None:
         self._inflight.pop(key, None)
 
-    async def _fail(self, stripe: RepairStripe, index: int, reason: str) -> None:
+    async def _fail(self, stripe: RepairStripe, index: int, reason: str, kind: str) -> None:
+        """Record a failed shard repair; `kind` labels it in metrics (unreadable, no_target,
+        rebuild_failed)."""
         self.progress.errors += 1
+        coordinator_metrics.record_repair_failure(kind)
         log.warning(
             "repair failed",
             extra={
@@ -227,7 +234,7 @@ class RepairScheduler:
                 f" (unreachable: {', '.join(unreadable)})" if unreadable else ""
             )
             for index, _moving in work:
-                await self._fail(stripe, index, reason)
+                await self._fail(stripe, index, reason, "unreadable")
             return
         # Nodes holding another shard of the stripe may not get this one; the node holding a
         # corrupt or missing copy of this very shard may (it is rebuilt in place).
@@ -239,6 +246,7 @@ class RepairScheduler:
                     stripe,
                     index,
                     "no eligible node: every live active node already holds a shard of this stripe",
+                    "no_target",
                 )
                 continue
             holders.add(target)
@@ -309,7 +317,12 @@ class RepairScheduler:
             self._failed_targets.setdefault(
                 (stripe.version_id, stripe.stripe_index, index), set()
             ).add(target)
-            await self._fail(stripe, index, f"rebuild on {target} failed: {to_shoal_error(exc)}")
+            await self._fail(
+                stripe,
+                index,
+                f"rebuild on {target} failed: {to_shoal_error(exc)}",
+                "rebuild_failed",
+            )
             return
         shard = ShardRow(index, target, reply.length, bytes(reply.checksum), "ok")
         recorded = await self.db(
@@ -327,6 +340,9 @@ class RepairScheduler:
             return
         self._failed_targets.pop((stripe.version_id, stripe.stripe_index, index), None)
         self.progress.finished_one(read_bytes, time.monotonic() - started)
+        coordinator_metrics.record_rebuild(
+            read_bytes, time.monotonic() - started, moved=moving is not None
+        )
         log.info(
             "shard rebuilt",
             extra={

@@ -23,6 +23,8 @@ from shoal.common.ids import is_valid_node_id, new_version_id
 from shoal.common.names import check_bucket_name, check_key
 from shoal.common.placement import place
 from shoal.common.rpc import PROTOCOL_VERSION, unary
+from shoal.common.transport import Transport
+from shoal.coordinator import metrics as coordinator_metrics
 from shoal.coordinator.config import CoordinatorConfig
 from shoal.coordinator.membership import (
     ACTIVE,
@@ -100,13 +102,13 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         config: CoordinatorConfig,
         store: MetadataStore,
         membership: Membership,
-        token: str = "",
+        transport: Transport | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.membership = membership
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metadata")
-        self.channels = NodeChannels(token)
+        self.channels = NodeChannels(transport)
         self.repair = RepairScheduler(config, store, membership, self.db, self.channels)
         self.reconciler = Reconciler(config, store, membership, self.db, self.channels)
         self.reconciler.on_missing = self.repair.poke
@@ -348,6 +350,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             stripes,
             self.config.delete_grace,
         )
+        coordinator_metrics.record_commit(version.size, degraded)
         if degraded:
             self.repair.poke()
         log.info(
@@ -462,6 +465,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 shard.node_id,
                 state,
             )
+            coordinator_metrics.record_bad_shard(state)
             self.repair.poke()
             log.warning(
                 "bad shard reported",
@@ -506,9 +510,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             mean_rebuild_s=progress.mean_rebuild_s,
         )
         orphaned = pending_bytes + sum(self.reconciler.waiting_orphan_bytes.values())
-        return build_status(
-            self.config, nodes, health, len(buckets), pending, repair, orphaned
-        )
+        return build_status(self.config, nodes, health, len(buckets), pending, repair, orphaned)
 
     @unary
     async def SetRepairHold(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from shoal.coordinator.config import CoordinatorConfig
 from shoal.coordinator.health_index import HealthSummary
@@ -19,16 +20,19 @@ def classify(healthy: int, k: int, n: int) -> str:
     return "unavailable"
 
 
-def build_status(
-    config: CoordinatorConfig,
-    nodes: Sequence[common.NodeInfo],
-    health: HealthSummary,
-    bucket_count: int,
-    pending_deletions: int,
-    repair: pb.RepairStatus,
-    orphaned_bytes: int,
-) -> pb.ClusterStatusResponse:
-    """Assemble ClusterStatusResponse from membership and metadata queries."""
+class DataHealth(NamedTuple):
+    """Data health as status reports it."""
+
+    objects: dict[str, int]  # by health: healthy, degraded, unavailable
+    object_bytes: dict[str, int]
+    objects_by_margin: dict[int, int]  # worst stripe's healthy shards minus k
+    stripes_by_healthy_shards: dict[int, int]
+    stripes_by_margin: dict[int, int]
+
+
+def data_health(health: HealthSummary) -> DataHealth:
+    """Data health from the maintained counters. Objects are healthy unless counted in
+    `health.damaged` (a stripe below `n`)."""
     counts = {"healthy": 0, "degraded": 0, "unavailable": 0}
     sizes = dict.fromkeys(counts, 0)
     by_margin: dict[int, int] = {}
@@ -53,6 +57,23 @@ def build_status(
     for (k, _n, healthy), count in health.stripe_counts.items():
         histogram[healthy] = histogram.get(healthy, 0) + count
         stripe_margins[healthy - k] = stripe_margins.get(healthy - k, 0) + count
+    return DataHealth(counts, sizes, by_margin, histogram, stripe_margins)
+
+
+def build_status(
+    config: CoordinatorConfig,
+    nodes: Sequence[common.NodeInfo],
+    health: HealthSummary,
+    bucket_count: int,
+    pending_deletions: int,
+    repair: pb.RepairStatus,
+    orphaned_bytes: int,
+) -> pb.ClusterStatusResponse:
+    """Assemble ClusterStatusResponse from membership and the maintained health counters.
+
+    Objects are healthy unless counted in `health.damaged` (a stripe below `n`).
+    """
+    counts, sizes, by_margin, histogram, stripe_margins = data_health(health)
     raw = sum(node.capacity_bytes for node in nodes)
     used = sum(node.used_bytes for node in nodes)
     usable = (raw - used) * config.default_k // config.default_n
@@ -76,6 +97,6 @@ def build_status(
         objects_by_margin=by_margin,
         down_after_s=config.down_after,
         repair_after_s=config.repair_after,
-    )
         repair_bandwidth_bytes_s=config.repair_bandwidth,
         repair_concurrency=config.repair_concurrency,
+    )

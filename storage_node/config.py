@@ -46,8 +46,19 @@ class NodeConfig:
         5.0, "seconds in-flight RPCs get to finish on SIGTERM", unit="seconds"
     )
     ready_file: str = setting("", "write {pid, address, node_id} as JSON here once serving")
+    metrics_listen: str = setting(
+        "", "HOST:PORT to serve Prometheus metrics on (port 0 picks a free port); empty = off"
+    )
     cluster_token_file: str = setting(
         "", "file holding the cluster token; when set, every RPC must carry it"
+    )
+    tls_cert: str = setting(
+        "", "PEM certificate this daemon presents (TLS is on when tls_cert, tls_key and tls_ca "
+        "are all set)"
+    )
+    tls_key: str = setting("", "PEM private key of tls_cert")
+    tls_ca: str = setting(
+        "", "PEM CA certificate: peers (daemons and clients) must present certificates it signed"
     )
     log_level: str = setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     log_format: str = setting("text", "log line format", choices=("text", "json"))

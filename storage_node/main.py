@@ -7,15 +7,14 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import grpc.aio
-
-from shoal.common.auth import read_token_file, server_interceptors
 from shoal.common.errors import ConfigError
 from shoal.common.health import Health
 from shoal.common.ids import new_node_id
 from shoal.common.lifecycle import daemon_main, write_ready_file
-from shoal.common.rpc import SERVER_OPTIONS
+from shoal.common.metrics import ready_fields, rpc_interceptors, serve_metrics
+from shoal.common.transport import Transport
 from shoal.rpc.v1 import storage_pb2_grpc as pb_grpc
+from shoal.storage_node import metrics as node_metrics
 from shoal.storage_node.config import NodeConfig
 from shoal.storage_node.membership import Membership
 from shoal.storage_node.scrubber import Scrubber
@@ -49,12 +48,13 @@ async def serve(config: NodeConfig, shutdown: asyncio.Event) -> None:
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     node_id = resolve_node_id(data_dir, config.node_id)
     store = await asyncio.to_thread(ShardStore, data_dir, config.capacity)
-    token = read_token_file(config.cluster_token_file) if config.cluster_token_file else ""
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=server_interceptors(token))
-    servicer = StorageNodeServicer(store, node_id, config.repair_timeout, token)
+    transport = Transport.from_config(config)
+    metrics_address = serve_metrics(config.metrics_listen, "node")
+    server = transport.server(rpc_interceptors(metrics_address))
+    servicer = StorageNodeServicer(store, node_id, config.repair_timeout, transport)
     pb_grpc.add_StorageNodeServicer_to_server(servicer, server)
     health = Health(server, ("shoal.rpc.v1.StorageNode",))
-    port = server.add_insecure_port(config.listen)
+    port = transport.add_port(server, config.listen)
     if port == 0:
         raise ConfigError(f"cannot listen on {config.listen}")
     await server.start()
@@ -62,14 +62,16 @@ async def serve(config: NodeConfig, shutdown: asyncio.Event) -> None:
     host = config.listen.rsplit(":", 1)[0]
     address = config.advertise or f"{host}:{port}"
     log.info("serving", extra={"node_id": node_id, "address": address, "shards": store.shard_count})
-    membership = Membership(config, store, node_id, address, token=token)
+    membership = Membership(config, store, node_id, address, transport=transport)
     scrubber = Scrubber(store, config.scrub_rate, config.scrub_interval, membership.report_bad)
     membership.scrubber = scrubber
+    node_metrics.install(store, scrubber)
     try:
         async with asyncio.TaskGroup() as tasks:
             if await membership.register(shutdown):
                 if config.ready_file:
-                    write_ready_file(config.ready_file, {"address": address, "node_id": node_id})
+                    ready = {"address": address, "node_id": node_id}
+                    write_ready_file(config.ready_file, {**ready, **ready_fields(metrics_address)})
                 tasks.create_task(membership.run(shutdown))
                 tasks.create_task(scrubber.run(shutdown))
             await shutdown.wait()

@@ -14,7 +14,9 @@ import grpc.aio
 
 from shoal.common.lifecycle import sleep_or_shutdown
 from shoal.common.names import parse_shard_id
-from shoal.common.rpc import PROTOCOL_VERSION, insecure_channel
+from shoal.common.rpc import PROTOCOL_VERSION
+from shoal.common.tls import tls_failure
+from shoal.common.transport import Transport
 from shoal.rpc.v1 import coordinator_pb2 as cpb
 from shoal.rpc.v1 import coordinator_pb2_grpc as cpb_grpc
 from shoal.storage_node.config import NodeConfig
@@ -34,14 +36,15 @@ class Membership:
         node_id: str,
         address: str,
         scrubber: Scrubber | None = None,
-        token: str = "",
+        transport: Transport | None = None,
     ) -> None:
         self.scrubber = scrubber
         self.config = config
         self.store = store
         self.node_id = node_id
         self.address = address
-        self._channel = insecure_channel(config.coordinator, token)
+        self.transport = transport or Transport()
+        self._channel = self.transport.channel(config.coordinator)
         self._stub = cpb_grpc.CoordinatorStub(self._channel)
         self._deleted: list[str] = []
         self.registered = asyncio.Event()
@@ -71,6 +74,12 @@ class Membership:
                     log.error("the coordinator refused this node: missing or wrong cluster token")
                 elif exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                     log.error("the coordinator refused this node: %s", exc.details())
+                elif reason := tls_failure(exc.details() or "", tls=self.transport.tls is not None):
+                    log.error(
+                        "cannot register with the coordinator at %s: %s",
+                        self.config.coordinator,
+                        reason,
+                    )
                 else:
                     log.warning("registration failed, retrying", extra={"error": exc.code().name})
             if await sleep_or_shutdown(shutdown, delay):

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from shoal.common.errors import NotFound
 from shoal.common.throttle import Throttle
+from shoal.storage_node import metrics
 from shoal.storage_node.shard_store import ShardCorrupt, ShardStore
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,11 @@ class Scrubber:
                 except ShardCorrupt as exc:
                     bad.append((shard_id, str(exc)))
                     found += 1
+                    metrics.CORRUPT_SHARDS.labels("scrub").inc()
                 except NotFound:
                     pass  # deleted since the listing
+                else:
+                    metrics.SCRUB_VERIFIED_BYTES.inc(length)
                 self.bytes_done += length
                 if bad and time.monotonic() - last_report > REPORT_EVERY_S:
                     await self._report(bad)
@@ -90,6 +94,7 @@ class Scrubber:
         finally:
             self.running = False
         self.passes += 1
+        metrics.SCRUB_PASSES.inc()
         log.info(
             "scrub pass finished",
             extra={

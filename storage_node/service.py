@@ -17,9 +17,11 @@ import grpc.aio
 from shoal.common.channels import NodeChannels
 from shoal.common.errors import CorruptData, InvalidArgument
 from shoal.common.rpc import STREAM_CHUNK_BYTES, streaming, unary
+from shoal.common.transport import Transport
 from shoal.common.units import MiB
 from shoal.rpc.v1 import storage_pb2 as pb
 from shoal.rpc.v1 import storage_pb2_grpc as pb_grpc
+from shoal.storage_node import metrics
 from shoal.storage_node.rebuild import rebuild_shard
 from shoal.storage_node.shard_store import ShardCorrupt, ShardMeta, ShardStore, ShardWriter
 
@@ -36,11 +38,15 @@ class StorageNodeServicer(pb_grpc.StorageNodeServicer):
     """The StorageNode gRPC service over one ShardStore."""
 
     def __init__(
-        self, store: ShardStore, node_id: str, repair_timeout_s: float = 10.0, token: str = ""
+        self,
+        store: ShardStore,
+        node_id: str,
+        repair_timeout_s: float = 10.0,
+        transport: Transport | None = None,
     ) -> None:
         self.store = store
         self.node_id = node_id
-        self.channels = NodeChannels(token)
+        self.channels = NodeChannels(transport)
         self.repair_timeout_s = repair_timeout_s
         self.rebuilt = 0
         self.bytes_in = 0
@@ -83,6 +89,8 @@ class StorageNodeServicer(pb_grpc.StorageNodeServicer):
                 writer.abort()
             raise
         self.bytes_in += meta.length
+        metrics.SHARD_RECEIVED_BYTES.labels("put").inc(meta.length)
+        metrics.SHARDS_WRITTEN.labels("put").inc()
         return pb.PutShardResponse(length=meta.length)
 
     @streaming
@@ -92,23 +100,30 @@ class StorageNodeServicer(pb_grpc.StorageNodeServicer):
         try:
             meta, data = await asyncio.to_thread(self.store.read, request.shard_id)
         except ShardCorrupt as exc:
+            metrics.CORRUPT_SHARDS.labels("read").inc()
             log.warning(
                 "corrupt shard quarantined", extra={"shard": request.shard_id, "why": str(exc)}
             )
             raise CorruptData(str(exc)) from None
+        sent = metrics.SHARD_SENT_BYTES.labels("get")
         view = memoryview(data)
         header = pb.ShardHeader(shard_id=meta.shard_id, length=meta.length, checksum=meta.checksum)
         first = view[:STREAM_CHUNK_BYTES]
         yield pb.GetShardResponse(header=header, data=bytes(first))
+        sent.inc(len(first))
         for offset in range(STREAM_CHUNK_BYTES, len(view), STREAM_CHUNK_BYTES):
-            yield pb.GetShardResponse(data=bytes(view[offset : offset + STREAM_CHUNK_BYTES]))
+            chunk = view[offset : offset + STREAM_CHUNK_BYTES]
+            yield pb.GetShardResponse(data=bytes(chunk))
+            sent.inc(len(chunk))
         self.bytes_out += meta.length
+        metrics.SHARDS_READ.inc()
 
     @unary
     async def DeleteShards(
         self, request: pb.DeleteShardsRequest, context: Context
     ) -> pb.DeleteShardsResponse:
         done = await asyncio.to_thread(self.store.delete, list(request.shard_ids))
+        metrics.SHARDS_DELETED.inc(len(done))
         return pb.DeleteShardsResponse(deleted=len(done))
 
     @streaming
@@ -132,6 +147,8 @@ class StorageNodeServicer(pb_grpc.StorageNodeServicer):
         length, read, checksum = await rebuild_shard(self.store, self.channels, request, timeout)
         self.rebuilt += 1
         self.bytes_in += read
+        metrics.SHARD_RECEIVED_BYTES.labels("rebuild").inc(read)
+        metrics.SHARDS_WRITTEN.labels("rebuild").inc()
         log.info(
             "shard rebuilt",
             extra={

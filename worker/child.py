@@ -21,7 +21,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
@@ -33,6 +33,9 @@ from shoal.common.jobspec import (
     partition_of,
 )
 
+if TYPE_CHECKING:
+    from shoal.common.transport import Transport
+
 PROGRESS_EVERY_S = 0.1
 PR_SET_PDEATHSIG = 1
 COORDINATOR_OUTAGE_S = 60.0
@@ -40,7 +43,7 @@ MAX_STDERR = 64 * 1024
 
 _conn: Connection | None = None
 _coordinator = ""
-_token = ""
+_transport: Transport | None = None
 _client: Any = None
 _last_progress = 0.0
 
@@ -106,7 +109,16 @@ def _client_for_tasks() -> _RetryingClient:
     if _client is None:
         from shoal.client import Client
 
-        _client = _RetryingClient(Client(_coordinator, token=_token))
+        tls = _transport.tls if _transport else None
+        _client = _RetryingClient(
+            Client(
+                _coordinator,
+                token=_transport.token if _transport else "",
+                tls_ca=tls.ca_path if tls else "",
+                tls_cert=tls.cert_path if tls else "",
+                tls_key=tls.key_path if tls else "",
+            )
+        )
     return _client  # type: ignore[no-any-return]
 
 
@@ -265,11 +277,11 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def slot_main(conn: Connection, coordinator: str, token: str = "") -> None:
+def slot_main(conn: Connection, coordinator: str, transport: Transport | None = None) -> None:
     """Entry point of a slot process: serve tasks from the pipe until it closes."""
-    global _conn, _coordinator, _token
+    global _conn, _coordinator, _transport
     _die_with_parent()
-    _conn, _coordinator, _token = conn, coordinator, token
+    _conn, _coordinator, _transport = conn, coordinator, transport
     while True:
         try:
             task = conn.recv()

@@ -36,8 +36,25 @@ class WorkerConfig:
         10.0, "seconds running tasks get to finish on SIGTERM", unit="seconds"
     )
     ready_file: str = setting("", "write {pid, worker_id} as JSON here once registered")
+    health_listen: str = setting(
+        "127.0.0.1:0",
+        "HOST:PORT serving the gRPC health service (the worker serves no other RPC; port 0 "
+        "picks a free port); empty = off",
+    )
+    metrics_listen: str = setting(
+        "", "HOST:PORT to serve Prometheus metrics on (port 0 picks a free port); empty = off"
+    )
     cluster_token_file: str = setting(
         "", "file holding the cluster token; when set, every RPC must carry it"
+    )
+    tls_cert: str = setting(
+        "",
+        "PEM client certificate this worker and its tasks present (TLS is on when tls_cert, "
+        "tls_key and tls_ca are all set)",
+    )
+    tls_key: str = setting("", "PEM private key of tls_cert")
+    tls_ca: str = setting(
+        "", "PEM CA certificate the coordinator's and nodes' certificates are signed by"
     )
     log_level: str = setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     log_format: str = setting("text", "log line format", choices=("text", "json"))

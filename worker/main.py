@@ -14,11 +14,16 @@ from typing import Any
 
 import grpc.aio
 
-from shoal.common.auth import read_token_file
+from shoal.common.errors import ConfigError
+from shoal.common.health import Health
 from shoal.common.lifecycle import daemon_main, sleep_or_shutdown, write_ready_file
-from shoal.common.rpc import PROTOCOL_VERSION, insecure_channel
+from shoal.common.metrics import ready_fields, serve_metrics
+from shoal.common.rpc import PROTOCOL_VERSION
+from shoal.common.tls import tls_failure
+from shoal.common.transport import Transport
 from shoal.rpc.v1 import jobs_pb2 as pb
 from shoal.rpc.v1 import jobs_pb2_grpc as pb_grpc
+from shoal.worker import metrics as worker_metrics
 from shoal.worker.config import WorkerConfig
 from shoal.worker.pool import Slot, SlotDied
 
@@ -51,8 +56,8 @@ class Worker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.worker_id = config.worker_id or f"{config.host_id}-w{os.getpid()}"
-        self.token = read_token_file(config.cluster_token_file) if config.cluster_token_file else ""
-        self.channel = insecure_channel(config.coordinator, self.token)
+        self.transport = Transport.from_config(config)
+        self.channel = self.transport.channel(config.coordinator)
         self.stub = pb_grpc.JobsStub(self.channel)
         self.heartbeat_interval_s = 1.0
         self.running: dict[tuple[str, str, int, int], Running] = {}
@@ -65,7 +70,9 @@ class Worker:
 
     async def start_slots(self) -> None:
         slots = await asyncio.to_thread(
-            lambda: [Slot(self.config.coordinator, self.token) for _ in range(self.config.slots)]
+            lambda: [
+                Slot(self.config.coordinator, self.transport) for _ in range(self.config.slots)
+            ]
         )
         for slot in slots:
             self.all_slots.append(slot)
@@ -96,6 +103,12 @@ class Worker:
                     log.error("the coordinator refused this worker: missing or wrong cluster token")
                 elif exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                     log.error("coordinator refused this worker: %s", exc.details())
+                elif reason := tls_failure(exc.details() or "", tls=self.transport.tls is not None):
+                    log.error(
+                        "cannot register with the coordinator at %s: %s",
+                        self.config.coordinator,
+                        reason,
+                    )
                 else:
                     log.warning("registration failed, retrying", extra={"error": exc.code().name})
             if await sleep_or_shutdown(shutdown, delay):
@@ -198,6 +211,7 @@ class Worker:
 
         slot = await self.slots.get()
         running.slot = slot
+        started, died = asyncio.get_running_loop().time(), False
         try:
             try:
                 reply = await asyncio.get_running_loop().run_in_executor(
@@ -206,7 +220,7 @@ class Worker:
                 # The slot is idle from here on: a late cancel must not kill its process.
                 running.slot = None
             except SlotDied as exc:
-                running.slot = None
+                running.slot, died = None, True
                 reply = {
                     "ok": False,
                     "result": b"",
@@ -215,6 +229,10 @@ class Worker:
                     "partition_bytes": [],
                     "stderr": "",
                 }
+            worker_metrics.record_task(
+                worker_metrics.outcome_of(reply, cancelled=running.cancelled, died=died),
+                asyncio.get_running_loop().time() - started,
+            )
             if not running.cancelled:
                 await self._complete(a, reply)
         finally:
@@ -269,20 +287,52 @@ class Worker:
         await self.channel.close()
 
 
+async def serve_health(
+    transport: Transport, config: WorkerConfig
+) -> tuple[grpc.aio.Server | None, Health | None, str]:
+    """The worker's gRPC server, which serves only the standard health service (NOT_SERVING
+    until registered with the coordinator and again once shutting down)."""
+    if not config.health_listen:
+        return None, None, ""
+    server = transport.server()
+    health = Health(server, ())
+    port = transport.add_port(server, config.health_listen)
+    if port == 0:
+        raise ConfigError(f"health_listen: cannot listen on {config.health_listen}")
+    await server.start()
+    return server, health, f"{config.health_listen.rsplit(':', 1)[0]}:{port}"
+
+
 async def serve(config: WorkerConfig, shutdown: asyncio.Event) -> None:
     """Run the worker until `shutdown`, then let running tasks finish (up to the grace)."""
     worker = Worker(config)
+    metrics_address = serve_metrics(config.metrics_listen, "worker")
+    worker_metrics.install(
+        config.slots,
+        lambda: max(len(worker.all_slots) - worker.slots.qsize(), 0),
+        lambda: len(worker.running),
+    )
+    health_server, health, health_address = await serve_health(worker.transport, config)
     await worker.start_slots()
     try:
         if not await worker.register(shutdown):
             return
+        if health:
+            await health.serving()
         if config.ready_file:
-            write_ready_file(config.ready_file, {"worker_id": worker.worker_id})
+            ready = {"worker_id": worker.worker_id, **ready_fields(metrics_address)}
+            if health_address:
+                ready["address"] = health_address
+            write_ready_file(config.ready_file, ready)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(worker.heartbeat_loop(shutdown))
             tasks.create_task(worker.lease_loop(shutdown))
     finally:
+        if health:
+            await health.stopping()
         await worker.close(config.shutdown_grace)
+        if health_server is not None:
+            await health_server.stop(1.0)
     log.info("stopped", extra={"worker_id": worker.worker_id, "tasks_completed": worker.completed})
 
 

@@ -13,6 +13,7 @@ import multiprocessing.connection
 from collections.abc import Callable
 from typing import Any
 
+from shoal.common.transport import Transport
 from shoal.worker.child import slot_main
 
 _CTX = multiprocessing.get_context("spawn")
@@ -25,15 +26,15 @@ class SlotDied(Exception):
 class Slot:
     """One task process."""
 
-    def __init__(self, coordinator: str, token: str = "") -> None:
+    def __init__(self, coordinator: str, transport: Transport | None = None) -> None:
         self.coordinator = coordinator
-        self.token = token
+        self.transport = transport or Transport()
         self._start()
 
     def _start(self) -> None:
         parent, child = _CTX.Pipe()
         self.process = _CTX.Process(
-            target=slot_main, args=(child, self.coordinator, self.token), daemon=True
+            target=slot_main, args=(child, self.coordinator, self.transport), daemon=True
         )
         self.process.start()
         child.close()

@@ -10,7 +10,7 @@ import sys
 
 from shoal.client.cli.address import data_dir, load_cluster
 from shoal.client.cli.failures import UsageError
-from shoal.client.cli.local_cluster import ClusterError, ClusterSettings
+from shoal.client.cli.local_cluster import ClusterError, ClusterSettings, client_tls_files
 from shoal.common.erasure import check_redundancy
 from shoal.common.units import format_duration, parse_duration, parse_size
 
@@ -102,6 +102,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         stripe_bytes=args.stripe_bytes,
         down_after_s=down_after,
         repair_after_s=args.repair_after,
+        metrics=args.metrics,
+        tls_dir=str(data_dir(args).resolve() / "tls") if args.tls else "",
     )
     workers: int = args.workers
     slots: int | None = args.worker_slots
@@ -126,6 +128,14 @@ def cmd_up(args: argparse.Namespace) -> int:
             "jobs: clusterctl job list"
         )
     print(f"export SHOAL_COORDINATOR={cluster.address}")
+    if settings.metrics:
+        daemons = [cluster.coordinator, *cluster.nodes.values(), *cluster.workers.values()]
+        targets = [f"{d.name} {d.metrics_address}" for d in daemons if d and d.metrics_address]
+        print("Prometheus metrics at http://HOST:PORT/metrics: " + ", ".join(targets))
+    if settings.tls_dir:
+        ca, cert, key = client_tls_files(settings.tls_dir)
+        print(f"mutual TLS on every connection; CA and certificates in {settings.tls_dir}")
+        print(f"export SHOAL_TLS_CA={ca} SHOAL_TLS_CERT={cert} SHOAL_TLS_KEY={key}")
     return 0
 
 
@@ -232,6 +242,18 @@ def register(
         type=_slots,
         metavar="S",
         help="task slots (cpus offered) per worker (default: the number of cores)",
+    )
+    up.add_argument(
+        "--tls",
+        action="store_true",
+        help="mutual TLS between every daemon and client: creates a CA and certificates in "
+        "DATA_DIR/tls (kept across restarts) and starts every daemon with them",
+    )
+    up.add_argument(
+        "--metrics",
+        action="store_true",
+        help="every daemon serves Prometheus metrics on a free port (listed at start and in "
+        "DATA_DIR/cluster.json)",
     )
     up.set_defaults(handler=cmd_up)
 

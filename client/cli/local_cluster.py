@@ -5,6 +5,7 @@ State lives in one directory:
     cluster.json            addresses, pids and settings of every daemon (rewritten atomically)
     coordinator/            the coordinator's data dir, daemon.log and ready.json
     nodes/<node-id>/        each node's data dir (shards), daemon.log and ready.json
+    tls/                    with `clusterctl up --tls`: the CA and certificates (certs.py)
 
 Daemons bind port 0 and report the port they got in their ready file (no pick-then-bind
 race); a restarted node binds the port it had before, so addresses stay stable. `clusterctl
@@ -46,6 +47,8 @@ class DaemonState:
     pid: int = 0
     zone: str = ""
     args: list[str] = field(default_factory=list)
+    # Where it serves Prometheus metrics, from its ready file ("" = metrics off).
+    metrics_address: str = ""
 
 
 @dataclass
@@ -68,8 +71,19 @@ class ClusterSettings:
     scrub_rate: int = 64 * 1024 * 1024
     repair_bandwidth: int = 256 * 1024 * 1024
     lease_timeout_s: float = 10.0
+    # Every daemon serves Prometheus metrics on a free port (--metrics-listen 127.0.0.1:0).
+    metrics: bool = False
     # File with the cluster token every daemon and client must present ("" = no token).
     token_file: str = ""
+    # Directory with the cluster CA and certificates (clusterctl certs layout); when set every
+    # daemon and client uses mutual TLS, and missing certificates are issued at start.
+    tls_dir: str = ""
+
+
+def client_tls_files(tls_dir: str) -> tuple[str, str, str]:
+    """(CA, certificate, key) paths a client of a local cluster with TLS uses."""
+    root = Path(tls_dir)
+    return str(root / "ca.pem"), str(root / "client.pem"), str(root / "client-key.pem")
 
 
 def pid_alive(pid: int) -> bool:
@@ -171,6 +185,8 @@ class LocalCluster:
             str(ready),
             *args,
             *token,
+            *self._tls_flags(daemon),
+            *self._metrics_flags(daemon),
             *daemon.args,
         ]
         log = (data_dir / "daemon.log").open("ab")
@@ -184,6 +200,24 @@ class LocalCluster:
         daemon.pid = process.pid
         return process
 
+    def _ensure_certs(self, daemons: list[tuple[str, bool]]) -> None:
+        """With TLS, issue the certificates (name, is a server) that do not exist yet."""
+        if self.settings.tls_dir:
+            from shoal.client.cli.certs import CLIENT, ensure_cluster_certs
+
+            ensure_cluster_certs(self.settings.tls_dir, [*daemons, (CLIENT, False)])
+
+    def _tls_flags(self, daemon: DaemonState) -> list[str]:
+        if not self.settings.tls_dir:
+            return []
+        self._ensure_certs([(daemon.name, daemon.role != "worker")])
+        root = Path(self.settings.tls_dir)
+        return [
+            "--tls-cert", str(root / f"{daemon.name}.pem"),
+            "--tls-key", str(root / f"{daemon.name}-key.pem"),
+            "--tls-ca", str(root / "ca.pem"),
+        ]  # fmt: skip
+
     def _serving(
         self, daemon: DaemonState, module: str, listen: str, extra: list[str]
     ) -> subprocess.Popen[bytes]:
@@ -191,12 +225,21 @@ class LocalCluster:
         args = ["--listen", listen, "--data-dir", daemon.data_dir, *extra]
         return self._spawn(daemon, module, args)
 
+    def _metrics_flags(self, daemon: DaemonState) -> list[str]:
+        """--metrics-listen when the cluster serves metrics: a restarted daemon gets the port
+        it had (stable scrape targets), a new one a free port."""
+        if not self.settings.metrics:
+            return []
+        return ["--metrics-listen", daemon.metrics_address or "127.0.0.1:0"]
+
     def _wait_ready(self, daemon: DaemonState, process: subprocess.Popen[bytes]) -> None:
         ready = Path(daemon.data_dir) / "ready.json"
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if ready.exists():
-                daemon.address = json.loads(ready.read_text()).get("address", "")
+                info = json.loads(ready.read_text())
+                daemon.address = info.get("address", "")
+                daemon.metrics_address = info.get("metrics_address", "")
                 return
             if process.poll() is not None:
                 raise ClusterError(
@@ -259,6 +302,13 @@ class LocalCluster:
             )
         if settings is not None:
             self.settings = settings
+        self._ensure_certs(
+            [
+                ("coordinator", True),
+                *((f"node-{i}", True) for i in range(1, nodes + 1)),
+                *((f"worker-{i}", False) for i in range(1, workers + 1)),
+            ]
+        )
         self.coordinator = DaemonState("coordinator", "coordinator", str(self.root / "coordinator"))
         process = self._serving(
             self.coordinator, "shoal.coordinator", "127.0.0.1:0", self._coordinator_flags()

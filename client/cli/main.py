@@ -14,11 +14,24 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from shoal.client.cli import cmd_jobs, cmd_local, cmd_objects, cmd_ops, cmd_status
+from shoal.client.cli import (
+    cmd_certs,
+    cmd_durability,
+    cmd_jobs,
+    cmd_local,
+    cmd_objects,
+    cmd_ops,
+    cmd_status,
+)
 from shoal.client.cli.failures import NoCoordinator, UsageError, describe
 from shoal.common.errors import ConnectionFailed, ShoalError, Unavailable
 
 PROG = "clusterctl"
+TLS_FLAGS = [
+    ("--tls-ca", "PEM file of the cluster CA"),
+    ("--tls-cert", "PEM client certificate signed by the cluster CA"),
+    ("--tls-key", "PEM key of --tls-cert"),
+]
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -43,6 +56,14 @@ def _options(*, remote: bool, suppress: bool) -> argparse.ArgumentParser:
             default=default,
             help="file with the cluster token (default: SHOAL_TOKEN or SHOAL_TOKEN_FILE)",
         )
+        for flag, what in TLS_FLAGS:
+            parser.add_argument(
+                flag,
+                metavar="FILE",
+                default=default,
+                help=f"{what}, for a cluster with TLS "
+                f"(default: SHOAL_{flag[2:].replace('-', '_').upper()})",
+            )
     parser.add_argument(
         "--data-dir",
         metavar="DIR",
@@ -65,11 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[_options(remote=True, suppress=False)],
         description="Operate a Shoal cluster: local daemons, status, repair, nodes, jobs, buckets "
         "and objects.",
+        # Abbreviations here would make a subcommand's own option ambiguous (`up --tls` against
+        # the global --tls-ca/--tls-cert/--tls-key); subcommands still accept them.
+        allow_abbrev=False,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     local = _options(remote=False, suppress=True)
     remote = _options(remote=True, suppress=True)
     cmd_local.register(sub, local)
+    cmd_certs.register(sub, local)
     node = sub.add_parser(
         "node", help="drain or remove a node (any cluster); stop or start one (local cluster)"
     )
@@ -84,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd_ops.register(sub, remote)
     cmd_jobs.register(sub, remote)
     cmd_objects.register(sub, remote)
+    cmd_durability.register(sub, remote)
     return parser
 
 
@@ -122,7 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ShoalError, OSError) as exc:
         if args.debug:
             traceback.print_exc()
-        _error(describe(exc))
+        request = getattr(exc, "request_id", "")
+        _error(describe(exc) + (f" (request id {request})" if request else ""))
         return _failure_exit(args, exc)
 
 
