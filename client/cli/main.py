@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from shoal.client.cli import (
     cmd_certs,
     cmd_durability,
+    cmd_health,
     cmd_jobs,
     cmd_local,
     cmd_objects,
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd_jobs.register(sub, remote)
     cmd_objects.register(sub, remote)
     cmd_durability.register(sub, remote)
+    cmd_health.register(sub, remote)
     return parser
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shoal.client.cli.local_cluster import LocalCluster
 from tests.harness.jobs import start_workers
+from tests.integration.test_cli import run_cli
 
 
 async def check(address: str, service: str = "") -> int:
@@ -37,3 +40,20 @@ def test_worker_serves_health(make_cluster: Callable[..., LocalCluster]) -> None
     address = cluster.worker(name).address
     assert address, "the worker reported no health address"
     assert asyncio.run(check(address)) == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_clusterctl_health(cluster: LocalCluster, tmp_path: Path) -> None:
+    """`clusterctl health` is what container health checks run (deploy/docker/compose.yaml)."""
+    ok = run_cli("health", cluster.address, cwd=tmp_path)
+    assert ok.returncode == 0, ok
+    assert ok.stdout.decode().strip() == "SERVING"
+    node = cluster.node(next(iter(cluster.nodes))).address
+    service = run_cli("health", node, "--service", "shoal.rpc.v1.StorageNode", cwd=tmp_path)
+    assert service.returncode == 0, service
+    assert service.stdout.decode().strip() == "SERVING"
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{probe.getsockname()[1]}"
+    refused = run_cli("health", closed, "--timeout", "3", cwd=tmp_path)
+    assert refused.returncode != 0
+    assert len(refused.stderr.decode().strip().splitlines()) == 1, refused.stderr
