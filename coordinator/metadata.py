@@ -2,8 +2,8 @@
 
 Tables:
     nodes      registered storage nodes (address, zone, capacity)
-    buckets    name, default k, n and write quorum
-    versions   one row per upload: pending -> committed -> deleted
+    buckets    name, default k, n and write quorum, owner
+    versions   one row per upload: pending -> committed -> deleted, with its metadata (JSON)
     objects    (bucket, key) -> the committed version readers see
     stripes    per version: stripe index, size, shard length
     shards     per stripe: shard index -> node, length, checksum, state (ok | corrupt)
@@ -16,12 +16,17 @@ Invariants:
   never a pending one.
 - Replacing or deleting an object queues the old version's shards for deletion after
   `delete_grace`, so reads already in flight can finish.
+- `commit_compose` makes a version out of the stripes of other committed objects (shards
+  hard-linked under the new version's names by the nodes beforehand) in one transaction: the
+  sources are retired like deleted objects, which queues their old shard names for removal;
+  removing a name whose file has another name frees nothing.
 - Every method is one transaction; the coordinator calls them from a single thread.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -33,6 +38,7 @@ from shoal.common.errors import (
     BucketNotEmpty,
     InvalidArgument,
     NotFound,
+    Unavailable,
 )
 from shoal.coordinator import health_index
 
@@ -66,7 +72,8 @@ CREATE TABLE IF NOT EXISTS buckets (
     k INTEGER NOT NULL,
     n INTEGER NOT NULL,
     write_quorum INTEGER NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    owner TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS versions (
     version_id TEXT PRIMARY KEY,
@@ -80,7 +87,8 @@ CREATE TABLE IF NOT EXISTS versions (
     size INTEGER NOT NULL DEFAULT 0,
     etag TEXT NOT NULL DEFAULT '',
     stripe_count INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS versions_by_state ON versions (state, created);
 CREATE TABLE IF NOT EXISTS objects (
@@ -124,6 +132,12 @@ CREATE TABLE IF NOT EXISTS deletions (
 
 LOCATE_PAGE_MAX = 1024
 
+# Columns added after the first release; older databases get them by ALTER TABLE at start.
+ADDED_COLUMNS = {
+    "buckets": {"owner": "TEXT NOT NULL DEFAULT ''"},
+    "versions": {"metadata": "TEXT NOT NULL DEFAULT '{}'"},
+}
+
 
 @dataclass(frozen=True)
 class BucketRow:
@@ -132,6 +146,7 @@ class BucketRow:
     n: int
     write_quorum: int
     created: float
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -148,6 +163,12 @@ class VersionRow:
     etag: str
     stripe_count: int
     created: float
+    # JSON object of str -> str (ObjectInfo.metadata).
+    metadata: str = "{}"
+
+    def metadata_dict(self) -> dict[str, str]:
+        value = json.loads(self.metadata or "{}")
+        return {str(k): str(v) for k, v in value.items()}
 
 
 @dataclass(frozen=True)
@@ -206,8 +227,9 @@ class RepairErrorRow:
 
 _VERSION_COLUMNS = (
     "version_id, bucket, key, state, k, n, write_quorum, stripe_bytes, size, etag, "
-    "stripe_count, created"
+    "stripe_count, created, metadata"
 )
+_BUCKET_COLUMNS = "name, k, n, write_quorum, created, owner"
 
 
 class MetadataStore:
@@ -222,6 +244,11 @@ class MetadataStore:
         # maintained health counters would drift (health_index.py).
         self._db.execute("PRAGMA recursive_triggers=ON")
         self._db.executescript(SCHEMA)
+        for table, columns in ADDED_COLUMNS.items():
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, definition in columns.items():
+                if name not in present:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
         health_index.install(self._db)
 
     def close(self) -> None:
@@ -313,26 +340,33 @@ class MetadataStore:
 
     # Buckets -------------------------------------------------------------------------------
 
-    def create_bucket(self, name: str, k: int, n: int, write_quorum: int) -> BucketRow:
-        row = BucketRow(name, k, n, write_quorum, time.time())
+    def create_bucket(
+        self, name: str, k: int, n: int, write_quorum: int, owner: str = ""
+    ) -> BucketRow:
+        row = BucketRow(name, k, n, write_quorum, time.time(), owner)
         with self._tx() as db:
             try:
                 db.execute(
-                    "INSERT INTO buckets VALUES (?, ?, ?, ?, ?)",
-                    (name, k, n, write_quorum, row.created),
+                    f"INSERT INTO buckets ({_BUCKET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                    (name, k, n, write_quorum, row.created, owner),
                 )
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"bucket {name!r} already exists") from None
         return row
 
     def bucket(self, name: str) -> BucketRow:
-        row = self._db.execute("SELECT * FROM buckets WHERE name = ?", (name,)).fetchone()
+        row = self._db.execute(
+            f"SELECT {_BUCKET_COLUMNS} FROM buckets WHERE name = ?", (name,)
+        ).fetchone()
         if row is None:
             raise NotFound(f"bucket {name!r} does not exist")
         return BucketRow(*row)
 
     def buckets(self) -> list[BucketRow]:
-        return [BucketRow(*r) for r in self._db.execute("SELECT * FROM buckets ORDER BY name")]
+        return [
+            BucketRow(*r)
+            for r in self._db.execute(f"SELECT {_BUCKET_COLUMNS} FROM buckets ORDER BY name")
+        ]
 
     def delete_bucket(self, name: str) -> None:
         with self._tx() as db:
@@ -352,7 +386,7 @@ class MetadataStore:
             ):
                 raise NotFound(f"bucket {version.bucket!r} does not exist")
             db.execute(
-                f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES ({', '.join('?' * 12)})",
+                f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES ({', '.join('?' * 13)})",
                 (
                     version.version_id,
                     version.bucket,
@@ -366,6 +400,7 @@ class MetadataStore:
                     "",
                     0,
                     version.created,
+                    version.metadata,
                 ),
             )
 
@@ -444,6 +479,7 @@ class MetadataStore:
         stripe_count: int,
         stripes: Sequence[StripeRow],
         delete_grace_s: float,
+        metadata: dict[str, str] | None = None,
     ) -> tuple[VersionRow, int]:
         """Make a pending upload the visible object; returns (version, degraded stripe count)."""
         with self._tx() as db:
@@ -467,22 +503,108 @@ class MetadataStore:
             if any(r[1] != version.stripe_bytes for r in rows[:-1]):
                 raise InvalidArgument(f"upload {version_id}: only the last stripe may be short")
             degraded = sum(1 for r in rows if r[2] < version.n)
-            db.execute(
-                "UPDATE versions SET state = 'committed', size = ?, etag = ?, stripe_count = ?, "
-                "created = ? WHERE version_id = ?",
-                (size, etag, stripe_count, time.time(), version_id),
-            )
-            old = db.execute(
-                "SELECT version_id FROM objects WHERE bucket = ? AND key = ?",
-                (version.bucket, version.key),
-            ).fetchone()
-            db.execute(
-                "INSERT OR REPLACE INTO objects VALUES (?, ?, ?)",
-                (version.bucket, version.key, version_id),
-            )
-            if old is not None:
-                self._retire(db, old[0], time.time() + delete_grace_s)
-            db.execute("UPDATE stripes SET committed = 1 WHERE version_id = ?", (version_id,))
+            self._publish(db, version, size, etag, stripe_count, metadata, delete_grace_s)
+        return self.version(version_id), degraded
+
+    def _publish(
+        self,
+        db: sqlite3.Connection,
+        version: VersionRow,
+        size: int,
+        etag: str,
+        stripe_count: int,
+        metadata: dict[str, str] | None,
+        delete_grace_s: float,
+    ) -> None:
+        """Mark a version committed and make it the object under its key (the caller holds
+        the transaction and has checked its stripes)."""
+        db.execute(
+            "UPDATE versions SET state = 'committed', size = ?, etag = ?, stripe_count = ?, "
+            "created = ?, metadata = ? WHERE version_id = ?",
+            (
+                size,
+                etag,
+                stripe_count,
+                time.time(),
+                json.dumps(metadata or {}, sort_keys=True),
+                version.version_id,
+            ),
+        )
+        old = db.execute(
+            "SELECT version_id FROM objects WHERE bucket = ? AND key = ?",
+            (version.bucket, version.key),
+        ).fetchone()
+        db.execute(
+            "INSERT OR REPLACE INTO objects VALUES (?, ?, ?)",
+            (version.bucket, version.key, version.version_id),
+        )
+        if old is not None:
+            self._retire(db, old[0], time.time() + delete_grace_s)
+        db.execute(
+            "UPDATE stripes SET committed = 1 WHERE version_id = ?", (version.version_id,)
+        )
+
+    # Compose -------------------------------------------------------------------------------
+
+    def compose_sources(
+        self, refs: Sequence[tuple[str, str, str]]
+    ) -> list[tuple[VersionRow, list[StripeRow]]]:
+        """The current versions of (bucket, key, version id or "") with all their stripes;
+        NotFound when one is absent or no longer the given version."""
+        found = []
+        for bucket, key, version_id in refs:
+            version = self.current(bucket, key)
+            if version_id and version.version_id != version_id:
+                raise NotFound(f"object {bucket}/{key}: version {version_id} is not current")
+            stripes = self.stripes(version.version_id, 0, max(version.stripe_count, 1))
+            found.append((version, stripes))
+        return found
+
+    def commit_compose(
+        self,
+        version_id: str,
+        sources: Sequence[VersionRow],
+        stripes: Sequence[StripeRow],
+        etag: str,
+        metadata: dict[str, str] | None,
+        delete_grace_s: float,
+    ) -> tuple[VersionRow, int]:
+        """Make a pending compose version (whose shards the nodes have linked) the object
+        under its key and retire the sources, in one transaction. NotFound if a source changed
+        since it was resolved; Unavailable if a stripe has fewer than write_quorum shards."""
+        with self._tx() as db:
+            version = self._pending(db, version_id)
+            for source in sources:
+                row = db.execute(
+                    "SELECT version_id FROM objects WHERE bucket = ? AND key = ?",
+                    (source.bucket, source.key),
+                ).fetchone()
+                if row is None or row[0] != source.version_id:
+                    raise NotFound(
+                        f"object {source.bucket}/{source.key} was replaced or deleted while "
+                        "being composed"
+                    )
+            for stripe in stripes:
+                if len(stripe.shards) < version.write_quorum:
+                    raise Unavailable(
+                        f"stripe {stripe.index}: only {len(stripe.shards)} of {version.n} shards "
+                        f"could be linked, write quorum is {version.write_quorum}"
+                    )
+                self._check_stripe(version, stripe)
+            if [s.index for s in stripes] != list(range(len(stripes))):
+                raise InvalidArgument(f"compose {version_id}: stripes are not contiguous")
+            self._insert_stripes(db, version, stripes)
+            size = sum(s.size for s in stripes)
+            degraded = sum(1 for s in stripes if len(s.shards) < version.n)
+            # Sources first, so the target key replacing one of them does not retire it twice.
+            not_before = time.time() + delete_grace_s
+            for source in sources:
+                db.execute(
+                    "DELETE FROM objects WHERE bucket = ? AND key = ? AND version_id = ?",
+                    (source.bucket, source.key, source.version_id),
+                )
+                self._retire(db, source.version_id, not_before)
+            self._publish(db, version, size, etag, len(stripes), metadata, delete_grace_s)
         return self.version(version_id), degraded
 
     @staticmethod
@@ -666,6 +788,14 @@ class MetadataStore:
             return False
         with self._tx() as db:
             return health_index.set_counted_out(db, node_ids)
+
+    def all_stripes_full(self) -> bool:
+        """Whether every committed stripe has `n` healthy shards (from the counters: no scan).
+        Down nodes count against it, so it errs toward False."""
+        row = self._db.execute(
+            "SELECT 1 FROM stripe_counts WHERE healthy < n AND count > 0 LIMIT 1"
+        ).fetchone()
+        return row is None
 
     def recount_health(self) -> None:
         """Recompute the health counters from scratch (migration; consistency checks)."""

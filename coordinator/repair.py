@@ -170,7 +170,12 @@ class RepairScheduler:
         if idle and fresh and not self._dirty and scope == self._scanned:
             return
         self._dirty, self._scanned, self._scanned_at = False, scope, time.monotonic()
-        rebuild, move = await self.db(self.store.repair_backlog, lost, draining)
+        if not lost and not draining and await self.db(self.store.all_stripes_full):
+            # Nothing lost, nothing to move, and the maintained counters show no stripe short
+            # of a shard (corrupt, missing or never written): skip the full backlog scan.
+            rebuild, move = 0, 0
+        else:
+            rebuild, move = await self.db(self.store.repair_backlog, lost, draining)
         self.progress.backlog(rebuild, move, busy=bool(self._inflight))
         coordinator_metrics.set_repair_backlog(rebuild, move)
         if self.held or not (rebuild or move):

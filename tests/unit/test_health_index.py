@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shoal.coordinator import compose
 from shoal.coordinator.metadata import MetadataStore, ShardRow, StripeRow, VersionRow
 
 NODES = [f"node-{i}" for i in range(8)]
@@ -73,19 +74,29 @@ class Model:
         self.counter = 0
         self.counted_out: set[str] = set()
 
-    def put(self, redundancy: int, key: int, stripes: int, written: int, start: int) -> None:
+    def put(
+        self,
+        redundancy: int,
+        key: int,
+        stripes: int,
+        written: int,
+        start: int,
+        *,
+        name: str = "",
+        full: bool = False,
+    ) -> None:
         k, n = REDUNDANCY[redundancy % len(REDUNDANCY)]
         self.counter += 1
         vid = f"v{self.counter:06d}"
         bucket = f"b{k}{n}"
         self.store.begin_upload(
-            VersionRow(vid, bucket, f"k{key}", "pending", k, n, k + 1, 100, 0, "", 0, 0.0)
+            VersionRow(vid, bucket, name or f"k{key}", "pending", k, n, k + 1, 100, 0, "", 0, 0.0)
         )
         shards_per_stripe = max(k + 1, n - written)
         rows = [
             StripeRow(
                 i,
-                100 if i < stripes - 1 else 37,
+                100 if i < stripes - 1 or full else 37,
                 30,
                 tuple(
                     ShardRow(j, NODES[(start + i + j) % len(NODES)], 30, b"c" * 16, "ok")
@@ -96,6 +107,27 @@ class Model:
         ]
         size = sum(r.size for r in rows)
         self.store.commit(vid, size, "etag", stripes, rows, 0.0)
+
+    def compose(self, redundancy: int, parts: int, stripes: int, written: int, key: int) -> None:
+        """Write `parts` objects and compose them into one under k<key> (as ComposeObject
+        does once every node linked its shards), replacing whatever was there."""
+        k, n = REDUNDANCY[redundancy % len(REDUNDANCY)]
+        names = [f"part-{self.counter}-{i}" for i in range(parts)]
+        for i, name in enumerate(names):
+            last = i == parts - 1
+            self.put(redundancy, 0, stripes, written, i, name=name, full=not last)
+        bucket = f"b{k}{n}"
+        sources = self.store.compose_sources([(bucket, name, "") for name in names])
+        self.counter += 1
+        vid = f"v{self.counter:06d}"
+        planned = compose.plan(vid, sources, 100)
+        self.store.begin_upload(
+            VersionRow(vid, bucket, f"k{key}", "pending", k, n, k + 1, 100, 0, "", 0, 0.0)
+        )
+        linked = {(x.node_id, x.target_id) for x in planned.links}
+        rows = compose.linked_stripes(planned, linked)
+        etag = compose.compose_etag([v.etag for v, _s in sources])
+        self.store.commit_compose(vid, [v for v, _s in sources], rows, etag, {"a": "b"}, 0.0)
 
     def empty_put(self, key: int) -> None:
         self.counter += 1
@@ -155,6 +187,10 @@ class Model:
     def check(self) -> None:
         expected = reference(self.store._db, self.counted_out)
         assert maintained(self.store, self.counted_out) == expected
+        stripes = expected[1]
+        assert isinstance(stripes, dict)
+        full = all(healthy >= n for (_k, n, healthy) in stripes)
+        assert self.store.all_stripes_full() == full
         self.store.recount_health()
         assert maintained(self.store, self.counted_out) == expected
 
@@ -169,6 +205,14 @@ OPERATIONS = st.one_of(
         st.integers(0, 7),
     ),
     st.tuples(st.just("empty_put"), st.integers(0, 3)),
+    st.tuples(
+        st.just("compose"),
+        st.integers(0, 1),
+        st.integers(1, 3),
+        st.integers(0, 3),
+        st.integers(1, 3),
+        st.integers(0, 3),
+    ),
     st.tuples(st.just("damage"), st.integers(0, 500), st.sampled_from(["corrupt", "missing"])),
     st.tuples(st.just("rebuild"), st.integers(0, 500), st.integers(0, 7)),
     st.tuples(st.just("delete"), st.integers(0, 50)),
