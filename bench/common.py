@@ -70,9 +70,16 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, float] = field(default_factory=dict)
+    """Key figures by stable name (`put_64mib`, `noop_tasks_s`, ...), for targets and tracking."""
 
-    def add(self, row: Row) -> Row:
+    def add(self, row: Row, key: str = "", baseline_key: str = "") -> Row:
+        """Add a row; `key`/`baseline_key` also record its Shoal/baseline figure by name."""
         self.rows.append(row)
+        if key and row.shoal is not None:
+            self.figures[key] = row.shoal
+        if baseline_key and row.baseline is not None:
+            self.figures[baseline_key] = row.baseline
         return row
 
     def as_dict(self) -> dict[str, Any]:
@@ -81,8 +88,25 @@ class Report:
             "machine": machine(),
             "rows": [row.as_dict() for row in self.rows],
             "notes": self.notes,
+            "figures": self.figures,
             **self.extra,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        """The inverse of `as_dict` (for reports read back from a benchmark's --json)."""
+        known = {"title", "machine", "rows", "notes", "figures"}
+        rows = []
+        for row in data.get("rows", []):
+            fields_ = {k: v for k, v in row.items() if k != "ratio"}
+            rows.append(Row(**fields_))
+        return cls(
+            title=data.get("title", ""),
+            rows=rows,
+            notes=list(data.get("notes", [])),
+            extra={k: v for k, v in data.items() if k not in known},
+            figures=dict(data.get("figures", {})),
+        )
 
 
 def machine() -> dict[str, Any]:
@@ -201,6 +225,81 @@ def peak_rss_mib() -> float:
     return peak / 1024 if sys.platform != "darwin" else peak / MIB
 
 
+def vmhwm_mib(pid: int | str = "self") -> float | None:
+    """Peak RSS (VmHWM) of a process since its exec, in MiB; None when unreadable.
+
+    Unlike ru_maxrss, VmHWM does not count a forked parent's pages from before exec, so it is
+    the process's own figure.
+    """
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def session_pids(session: int) -> list[int]:
+    """Pids of the live processes in session `session` (a daemon and what it started)."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 3 and int(fields[3]) == session:
+            pids.append(int(entry.name))
+    return pids
+
+
+def daemon_peak_rss(cluster: LocalCluster) -> dict[str, float]:
+    """Peak RSS (VmHWM, MiB) of every live daemon of the cluster, read from /proc.
+
+    A worker's figure is its own process; its task slots (processes it started, same session)
+    are reported as `<worker>/slots`, the largest of them.
+    """
+    out: dict[str, float] = {}
+    daemons = [cluster.coordinator, *cluster.nodes.values(), *cluster.workers.values()]
+    for daemon in daemons:
+        if daemon is None or not daemon.pid:
+            continue
+        own = vmhwm_mib(daemon.pid)
+        if own is not None:
+            out[daemon.name] = own
+        if daemon.role == "worker":
+            slots = [vmhwm_mib(pid) for pid in session_pids(daemon.pid) if pid != daemon.pid]
+            known = [value for value in slots if value is not None]
+            if known:
+                out[f"{daemon.name}/slots"] = max(known)
+    return out
+
+
+def summarize_rss(peaks: dict[str, float]) -> str:
+    """'coordinator 61 MiB, nodes 45-52 MiB, ...' from `daemon_peak_rss`."""
+    groups: dict[str, list[float]] = {}
+    for name, value in peaks.items():
+        if name.endswith("/slots"):
+            role = "task slots"
+        elif name.startswith("node-"):
+            role = "nodes"
+        elif name.startswith("worker-"):
+            role = "workers"
+        else:
+            role = name
+        groups.setdefault(role, []).append(value)
+    parts = []
+    for role, values in groups.items():
+        low, high = min(values), max(values)
+        span = f"{high:.0f}" if round(low) == round(high) else f"{low:.0f}-{high:.0f}"
+        parts.append(f"{role} {span} MiB")
+    return ", ".join(parts)
+
+
 def cpu_seconds() -> float:
     """CPU seconds (user + system) of this process and its reaped children so far."""
     me = resource.getrusage(resource.RUSAGE_SELF)
@@ -247,7 +346,11 @@ def temporary_cluster(
     worker_slots: int = 0,
     settings: ClusterSettings | None = None,
 ) -> Iterator[LocalCluster]:
-    """A LocalCluster in a temporary directory, stopped and deleted on exit."""
+    """A LocalCluster in a temporary directory, stopped and deleted on exit.
+
+    The daemons' data directories are on the same disk as the system's temporary directory
+    (set TMPDIR to measure another disk).
+    """
     with tempfile.TemporaryDirectory(prefix="shoal-bench-") as root:
         cluster = LocalCluster(Path(root) / "cluster")
         try:

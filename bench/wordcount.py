@@ -1,9 +1,11 @@
 """Word count through Shoal next to the same count done locally, on the same bytes, in one run.
 
-    python -m bench.wordcount [--mib 256] [--objects 64] [--workers 2] [--partitions 4] [--json]
+    python -m bench.wordcount [--mib 256] [--objects 64] [--workers 2] [--slots 1]
+                              [--partitions 4] [--json]
 
-A temporary local cluster (6 storage nodes at (4, 6), `--workers` workers with one slot per
-core) stores a generated corpus; `examples/wordcount.py` counts it with a map-reduce job. The
+A temporary local cluster (6 storage nodes at (4, 6), `--workers` workers with `--slots` task
+processes each; 2 x 1 by default, as Dask's LocalCluster(n_workers=2, threads_per_worker=1))
+stores a generated corpus; `examples/wordcount.py` counts it with a map-reduce job. The
 same corpus is also written to local files and counted by a single process
 (`collections.Counter`) and by `multiprocessing.Pool(2)`, with the same tokenizer. All three
 results must equal the counts known from generation; the timings are reported, never asserted.
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import sys
 import tempfile
 import time
@@ -27,6 +28,7 @@ from bench.common import (
     Row,
     cluster_cpu_seconds,
     cpu_seconds,
+    daemon_peak_rss,
     emit,
     peak_rss_mib,
     say,
@@ -77,17 +79,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mib", type=float, default=256.0, help="corpus size in MiB")
     parser.add_argument("--objects", type=int, default=64, help="objects (map tasks)")
     parser.add_argument("--workers", type=int, default=2, help="Shoal workers")
+    parser.add_argument("--slots", type=int, default=1, help="task processes per worker")
     parser.add_argument("--partitions", type=int, default=4, help="reduce partitions")
     parser.add_argument("--seed", type=int, default=0, help="corpus seed")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
-    if args.mib <= 0 or args.objects < 1 or args.workers < 1:
-        parser.error("--mib > 0, --objects >= 1 and --workers >= 1 are required")
-    cores = os.cpu_count() or 1
+    if args.mib <= 0 or args.objects < 1 or args.workers < 1 or args.slots < 1:
+        parser.error("--mib > 0, --objects >= 1, --workers >= 1 and --slots >= 1 are required")
+    cores = args.slots
     corpus = Corpus(int(args.mib * MIB), args.objects, args.seed)
     report = Report(
         f"word count: {args.mib:g} MiB in {args.objects} objects, 6 nodes at (4, 6), "
-        f"{args.workers} workers x {cores} slots, {args.partitions} partitions"
+        f"{args.workers} workers x {cores} slot(s), {args.partitions} partitions"
     )
     with tempfile.TemporaryDirectory(prefix="shoal-bench-corpus-") as scratch:
         say(f"generating {args.mib:g} MiB in {args.objects} local files")
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         single, single_s, single_cpu = timed_call(count_single, paths)
         say(f"baseline: multiprocessing.Pool({POOL_PROCESSES})")
         pooled, pool_s, pool_cpu = timed_call(count_pool, paths)
-        say(f"starting a local cluster (6 nodes, {args.workers} workers x {cores} slots)")
+        say(f"starting a local cluster (6 nodes, {args.workers} workers x {cores} slot(s))")
         with (
             temporary_cluster(6, workers=args.workers, worker_slots=cores) as cluster,
             Client(cluster.address) as client,
@@ -119,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             before = (cluster_cpu_seconds(cluster), cpu_seconds())
             result = run(client, BUCKET, PREFIX, args.partitions, show_progress=not args.json)
             after = (cluster_cpu_seconds(cluster), cpu_seconds())
+            daemons = daemon_peak_rss(cluster)
     shoal_cpu = None
     if before[0] is not None and after[0] is not None:
         shoal_cpu = after[0] - before[0] + after[1] - before[1]
@@ -132,13 +136,16 @@ def main(argv: list[str] | None = None) -> int:
         Row(
             "word count, end to end", "s", result.elapsed_s, single_s,
             "single-process collections.Counter", higher_is_better=False,
-        )
+        ),
+        "wordcount_s",
+        "single_wordcount_s",
     )  # fmt: skip
     report.add(
         Row(
             "word count, end to end", "s", result.elapsed_s, pool_s,
             f"multiprocessing.Pool({POOL_PROCESSES})", higher_is_better=False,
-        )
+        ),
+        baseline_key="pool_wordcount_s",
     )  # fmt: skip
     report.add(
         Row(
@@ -173,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         "local_tasks": status.local_tasks,
         "located_tasks": status.located_tasks,
         "correct": correct,
+        "daemon_peak_rss_mib": daemons,
     }
+    report.figures["wordcount_mib"] = mib
     emit(report, args.json)
     if not all(correct.values()):
         print("word count results differ from the expected counts", file=sys.stderr)
