@@ -45,6 +45,9 @@ T = TypeVar("T")
 DbCall = Callable[..., Awaitable[Any]]
 CYCLE_S = 0.5
 IDLE_RESCAN_S = 10.0
+# Stripes fetched per backlog scan; later repairs start from this queue the moment one
+# finishes, and the backlog is scanned again once it is empty.
+QUEUE_BATCH = 64
 REPAIR_HELD = "repair_held"
 
 
@@ -122,10 +125,13 @@ class RepairScheduler:
         self._scanned: tuple[frozenset[str], frozenset[str]] | None = None
         self._scanned_at = 0.0
         self._dirty = True
+        self._queue: list[RepairStripe] = []
+        self._wake = asyncio.Event()
 
     def poke(self) -> None:
         """Something may need repair (a corrupt or missing shard, a degraded commit)."""
         self._dirty = True
+        self._wake.set()
 
     async def load(self) -> None:
         self.held = await self.db(self.store.setting, REPAIR_HELD, "0") == "1"
@@ -148,7 +154,7 @@ class RepairScheduler:
                     await self.run_once()
                 except Exception:
                     log.exception("repair cycle failed; retrying")
-                if await sleep_or_shutdown(shutdown, CYCLE_S):
+                if await self._pause(shutdown):
                     break
         finally:
             for task in self._inflight.values():
@@ -157,14 +163,31 @@ class RepairScheduler:
                 with contextlib.suppress(BaseException):
                     await task
 
+    async def _pause(self, shutdown: asyncio.Event) -> bool:
+        """Wait up to CYCLE_S, less when a repair finishes or something pokes; True on
+        shutdown. (Waiting the full cycle between repairs capped repair at 8 shards/s.)"""
+        waits = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(shutdown.wait())}
+        _done, pending = await asyncio.wait(
+            waits, timeout=CYCLE_S, return_when=asyncio.FIRST_COMPLETED
+        )
+        for waiter in pending:
+            waiter.cancel()
+        return shutdown.is_set()
+
     async def run_once(self) -> None:
         """One cycle: refresh the backlog and start repairs up to the concurrency limit.
 
         The backlog query scans every committed stripe, so an idle healthy cluster skips it
-        unless something changed (lost or draining nodes, a poke) or IDLE_RESCAN_S passed.
+        unless something changed (lost or draining nodes, a poke) or IDLE_RESCAN_S passed,
+        and a busy one starts the next repairs from the stripes its last scan queued.
         """
+        self._wake.clear()
         lost, draining = self.membership.lost_ids(), self.membership.draining_ids()
         scope = (frozenset(lost), frozenset(draining))
+        if self._queue and scope == self._scanned and not self._dirty:
+            if not self.held:
+                self._start_queued(lost, draining)
+            return
         idle = not self.progress.remaining and not self._inflight
         fresh = time.monotonic() - self._scanned_at < IDLE_RESCAN_S
         if idle and fresh and not self._dirty and scope == self._scanned:
@@ -183,21 +206,29 @@ class RepairScheduler:
         free = self.config.repair_concurrency - len(self._inflight)
         if free <= 0:
             return
-        candidates: list[RepairStripe] = await self.db(
-            self.store.repair_candidates, lost, draining, time.time(), free * 4
+        self._queue = await self.db(
+            self.store.repair_candidates,
+            lost,
+            draining,
+            time.time(),
+            max(free * 4, QUEUE_BATCH),
         )
-        for stripe in candidates:
+        self._start_queued(lost, draining)
+
+    def _start_queued(self, lost: set[str], draining: set[str]) -> None:
+        """Start repairs from the queue up to the concurrency limit."""
+        while self._queue and len(self._inflight) < self.config.repair_concurrency:
+            stripe = self._queue.pop(0)
             key = (stripe.version_id, stripe.stripe_index)
             if key in self._inflight:
-                continue
-            if len(self._inflight) >= self.config.repair_concurrency:
-                break
+                continue  # queued again while in flight; the next scan sees what is left
             task = asyncio.create_task(self._repair_stripe(stripe, lost, draining))
             self._inflight[key] = task
             task.add_done_callback(functools.partial(self._done, key))
 
     def _done(self, key: tuple[str, int], _task: asyncio.Task[None]) -> None:
         self._inflight.pop(key, None)
+        self._wake.set()
 
     async def _fail(self, stripe: RepairStripe, index: int, reason: str, kind: str) -> None:
         """Record a failed shard repair; `kind` labels it in metrics (unreadable, no_target,
