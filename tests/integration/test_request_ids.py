@@ -53,7 +53,8 @@ async def test_daemon_logs_carry_the_callers_request_id(
     serving_lines = [
         line for line in coordinator_log(cluster).splitlines() if " serving " in line
     ]
-    assert serving_lines and all("request_id=" not in line for line in serving_lines)
+    assert serving_lines
+    assert all("request_id=" not in line for line in serving_lines)
 
 
 def test_cli_prints_the_request_id_with_an_error(
