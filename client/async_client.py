@@ -12,7 +12,14 @@ import builtins
 import contextlib
 import os
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -38,7 +45,7 @@ from shoal.common.channels import NodeChannels
 from shoal.common.erasure import check_redundancy
 from shoal.common.errors import ConfigError, ConnectionFailed, InvalidArgument
 from shoal.common.ids import is_valid_node_id
-from shoal.common.names import check_bucket_name, check_key
+from shoal.common.names import check_bucket_name, check_key, check_metadata
 from shoal.common.request_ids import operation
 from shoal.common.rpc import to_shoal_error
 from shoal.common.tls import load_tls, tls_failure
@@ -189,8 +196,11 @@ class AsyncClient:
         n: int | None = None,
         *,
         write_quorum: int | None = None,
+        owner: str | None = None,
     ) -> BucketInfo:
         """Create a bucket whose objects default to `(k, n)` (cluster default: 4, 6).
+
+        `owner` is recorded with the bucket (the S3 gateway stores its user's id there).
 
         Raises:
             InvalidArgument: bad name or redundancy. AlreadyExists: the bucket exists.
@@ -200,7 +210,9 @@ class AsyncClient:
         _check_optional_redundancy(k, n)
         reply = await self._call(
             "CreateBucket",
-            cpb.CreateBucketRequest(name=name, k=k or 0, n=n or 0, write_quorum=write_quorum or 0),
+            cpb.CreateBucketRequest(
+                name=name, k=k or 0, n=n or 0, write_quorum=write_quorum or 0, owner=owner or ""
+            ),
         )
         return BucketInfo.from_proto(reply.bucket)
 
@@ -220,12 +232,25 @@ class AsyncClient:
 
     @operation
     async def put(
-        self, bucket: str, key: str, data: PutData, *, k: int | None = None, n: int | None = None
+        self,
+        bucket: str,
+        key: str,
+        data: PutData,
+        *,
+        k: int | None = None,
+        n: int | None = None,
+        metadata: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
+        stripe_bytes: int | None = None,
     ) -> ObjectInfo:
         """Store `data` (bytes, a path, a binary file object, or an (async) iterable of bytes).
 
         The object becomes visible atomically once every stripe has at least the write quorum
-        of shards durable; an existing object under the key is replaced atomically.
+        of shards durable; an existing object under the key is replaced atomically. `metadata`
+        (str -> str, at most 8 KiB in all) is stored with it and returned in `ObjectInfo`; it
+        may be a callable returning the mapping, called once all data has been read (for
+        metadata that depends on the data, such as a digest computed while streaming).
+        `stripe_bytes` overrides the cluster's stripe size for this object (4 KiB to 64 MiB),
+        e.g. so that objects whose sizes are multiples of it can be composed.
 
         Raises:
             InvalidArgument, NotFound (bucket), InsufficientNodes, Unavailable, ConnectionFailed.
@@ -233,10 +258,28 @@ class AsyncClient:
         check_bucket_name(bucket)
         check_key(key)
         _check_optional_redundancy(k, n)
+        if callable(metadata):
+            late = metadata
+
+            def final_metadata() -> Mapping[str, str]:
+                return check_metadata(late())
+        else:
+            checked = check_metadata(metadata)
+
+            def final_metadata() -> Mapping[str, str]:
+                return checked
+
+        if stripe_bytes is not None and (
+            not isinstance(stripe_bytes, int) or isinstance(stripe_bytes, bool) or stripe_bytes < 1
+        ):
+            raise InvalidArgument(f"stripe_bytes must be a positive integer, got {stripe_bytes!r}")
         source = StripeSource(data)
         try:
             begin = await self._call(
-                "BeginPut", cpb.BeginPutRequest(bucket=bucket, key=key, k=k or 0, n=n or 0)
+                "BeginPut",
+                cpb.BeginPutRequest(
+                    bucket=bucket, key=key, k=k or 0, n=n or 0, stripe_bytes=stripe_bytes or 0
+                ),
             )
             reply = await run_put(
                 begin=begin,
@@ -244,9 +287,49 @@ class AsyncClient:
                 channels=self._nodes,
                 call=self._call,
                 tuning=self.put_tuning,
+                metadata=final_metadata,
             )
         finally:
             source.close()
+        return ObjectInfo.from_proto(reply.info)
+
+    @operation
+    async def compose(
+        self,
+        bucket: str,
+        key: str,
+        sources: Sequence[tuple[str, str] | tuple[str, str, str]],
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
+        """Make `bucket/key` the concatenation of `sources` ((bucket, key) or (bucket, key,
+        version id) of existing objects, in order) without copying their bytes; the sources
+        are consumed (deleted) and an existing object under `key` is replaced, atomically.
+
+        Sources compose when they share (k, n) and stripe size and every one but the last is
+        a whole number of stripes (see `put(..., stripe_bytes=...)`).
+
+        Raises:
+            InvalidArgument (layout), NotFound (a source is gone or was replaced),
+            Unavailable (too few nodes could link their shards), ConnectionFailed.
+        """
+        check_bucket_name(bucket)
+        check_key(key)
+        checked = check_metadata(metadata)
+        refs = []
+        for source in sources:
+            if not isinstance(source, tuple) or len(source) not in (2, 3):
+                raise InvalidArgument("compose sources are (bucket, key[, version_id]) tuples")
+            check_bucket_name(source[0])
+            check_key(source[1])
+            version = source[2] if len(source) == 3 else ""
+            refs.append(cpb.ObjectRef(bucket=source[0], key=source[1], version_id=version))
+        if not refs:
+            raise InvalidArgument("compose needs at least one source")
+        reply = await self._call(
+            "ComposeObject",
+            cpb.ComposeObjectRequest(bucket=bucket, key=key, sources=refs, metadata=checked),
+        )
         return ObjectInfo.from_proto(reply.info)
 
     async def _reader(self, bucket: str, key: str) -> ObjectReader:
@@ -302,7 +385,8 @@ class AsyncClient:
 
     @operation
     async def open(self, bucket: str, key: str) -> AsyncObjectStream:
-        """Open the object for streaming reads: `await s.read(n)` or `async for piece in s`."""
+        """Open the object for streaming reads: `await s.read(n)` or `async for piece in s`;
+        or `s.pieces(offset, length)` for a range. `s.info` is the version being read."""
         reader = await self._reader(bucket, key)
         return AsyncObjectStream(reader)
 
@@ -321,12 +405,14 @@ class AsyncClient:
         check_key(key)
         await self._call("DeleteObject", cpb.DeleteObjectRequest(bucket=bucket, key=key))
 
-    async def list(self, bucket: str, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        """Yield the bucket's objects whose keys start with `prefix`, in key order."""
+    async def list(
+        self, bucket: str, prefix: str = "", *, start_after: str = ""
+    ) -> AsyncIterator[ObjectInfo]:
+        """Yield the bucket's objects whose keys start with `prefix`, in key order (only keys
+        after `start_after` when given)."""
         check_bucket_name(bucket)
-        if not isinstance(prefix, str):
-            raise InvalidArgument("prefix must be a string")
-        start_after = ""
+        if not isinstance(prefix, str) or not isinstance(start_after, str):
+            raise InvalidArgument("prefix and start_after must be strings")
         while True:
             reply = await self._call(
                 "ListObjects",
@@ -522,9 +608,18 @@ class AsyncObjectStream:
 
     def __init__(self, reader: ObjectReader) -> None:
         self.info = ObjectInfo.from_proto(reader.info)
+        self._reader = reader
         self._pieces: AsyncGenerator[bytes, None] = _range_pieces(reader, 0, None)
         self._buffer = b""
         self._eof = False
+
+    async def pieces(self, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """Yield `length` bytes from `offset` (to the end when None) of this same version,
+        piece by piece with bounded memory (independent of read()'s position)."""
+        _check_range(offset, length)
+        async with contextlib.aclosing(_range_pieces(self._reader, offset, length)) as pieces:
+            async for piece in pieces:
+                yield piece
 
     async def read(self, size: int = -1) -> bytes:
         """Read up to `size` bytes (all remaining when negative); b"" at the end."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import grpc.aio
@@ -176,8 +176,10 @@ async def run_put(
     channels: NodeChannels,
     call: CoordinatorCall,
     tuning: PutTuning,
+    metadata: Callable[[], Mapping[str, str]] | None = None,
 ) -> cpb.CommitPutResponse:
-    """Drive an upload that `BeginPut` started; commits it or aborts it."""
+    """Drive an upload that `BeginPut` started; commits it or aborts it. `metadata` is
+    called once every stripe is written, so it may depend on the data read."""
     state = UploadState(begin)
     writer = StripeWriter(state, channels, call, tuning)
     etag = StreamingChecksum()
@@ -220,6 +222,7 @@ async def run_put(
                 etag=etag.hexdigest(),
                 stripe_count=count,
                 stripes=remaining,
+                metadata=metadata() if metadata is not None else {},
             ),
         )
         assert isinstance(reply, cpb.CommitPutResponse)

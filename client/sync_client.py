@@ -7,7 +7,15 @@ import builtins
 import io
 import os
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar
@@ -115,9 +123,12 @@ class Client:
         n: int | None = None,
         *,
         write_quorum: int | None = None,
+        owner: str | None = None,
     ) -> BucketInfo:
         """See AsyncClient.create_bucket."""
-        return self._run(self._async.create_bucket(name, k, n, write_quorum=write_quorum))
+        return self._run(
+            self._async.create_bucket(name, k, n, write_quorum=write_quorum, owner=owner)
+        )
 
     def delete_bucket(self, name: str) -> None:
         """See AsyncClient.delete_bucket."""
@@ -128,10 +139,33 @@ class Client:
         return self._run(self._async.list_buckets())
 
     def put(
-        self, bucket: str, key: str, data: PutData, *, k: int | None = None, n: int | None = None
+        self,
+        bucket: str,
+        key: str,
+        data: PutData,
+        *,
+        k: int | None = None,
+        n: int | None = None,
+        metadata: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
+        stripe_bytes: int | None = None,
     ) -> ObjectInfo:
         """See AsyncClient.put."""
-        return self._run(self._async.put(bucket, key, data, k=k, n=n))
+        return self._run(
+            self._async.put(
+                bucket, key, data, k=k, n=n, metadata=metadata, stripe_bytes=stripe_bytes
+            )
+        )
+
+    def compose(
+        self,
+        bucket: str,
+        key: str,
+        sources: Sequence[tuple[str, str] | tuple[str, str, str]],
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
+        """See AsyncClient.compose."""
+        return self._run(self._async.compose(bucket, key, sources, metadata=metadata))
 
     def get(self, bucket: str, key: str, *, offset: int = 0, length: int | None = None) -> bytes:
         """See AsyncClient.get."""
@@ -159,9 +193,9 @@ class Client:
         """See AsyncClient.delete."""
         self._run(self._async.delete(bucket, key))
 
-    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(self, bucket: str, prefix: str = "", *, start_after: str = "") -> Iterator[ObjectInfo]:
         """See AsyncClient.list."""
-        return self._iterate(self._async.list(bucket, prefix))
+        return self._iterate(self._async.list(bucket, prefix, start_after=start_after))
 
     def status(self) -> dict[str, Any]:
         """See AsyncClient.status."""

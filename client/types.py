@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from shoal.rpc.v1 import common_pb2 as common
@@ -22,6 +22,9 @@ class ObjectInfo:
     created: datetime
     version_id: str = ""
     stripe_count: int = 0
+    stripe_bytes: int = 0
+    # What the writer stored with the object (put(..., metadata=...)).
+    metadata: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_proto(cls, info: common.ObjectInfo) -> ObjectInfo:
@@ -35,6 +38,8 @@ class ObjectInfo:
             created=datetime.fromtimestamp(info.created, UTC),
             version_id=info.version_id,
             stripe_count=info.stripe_count,
+            stripe_bytes=info.stripe_bytes,
+            metadata=dict(info.metadata),
         )
 
 
@@ -47,6 +52,7 @@ class BucketInfo:
     n: int
     write_quorum: int
     created: datetime
+    owner: str = ""
 
     @classmethod
     def from_proto(cls, bucket: cpb.Bucket) -> BucketInfo:
@@ -56,6 +62,7 @@ class BucketInfo:
             n=bucket.n,
             write_quorum=bucket.write_quorum,
             created=datetime.fromtimestamp(bucket.created, UTC),
+            owner=bucket.owner,
         )
 
 

@@ -47,3 +47,39 @@ def parse_shard_id(value: str) -> tuple[str, int, int]:
     if not match:
         raise InvalidArgument(f"malformed shard id {value!r}")
     return match.group(1), int(match.group(2)), int(match.group(3))
+
+
+MAX_METADATA_BYTES = 8 * 1024
+MAX_METADATA_KEY_BYTES = 256
+
+
+def check_metadata(metadata: object) -> dict[str, str]:
+    """Object metadata is a str -> str mapping: keys of 1-256 bytes, at most MAX_METADATA_BYTES
+    of UTF-8 in keys and values together, no NUL. Returns it as a plain dict."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict) and not hasattr(metadata, "items"):
+        raise InvalidArgument("metadata must be a mapping of strings to strings")
+    checked: dict[str, str] = {}
+    total = 0
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise InvalidArgument("metadata keys and values must be strings")
+        if not key or "\x00" in key or "\x00" in value:
+            raise InvalidArgument("metadata keys must be non-empty; no NUL characters allowed")
+        try:
+            key_bytes, value_bytes = len(key.encode()), len(value.encode())
+        except UnicodeEncodeError:
+            raise InvalidArgument("metadata must be valid UTF-8") from None
+        if key_bytes > MAX_METADATA_KEY_BYTES:
+            raise InvalidArgument(
+                f"metadata key of {key_bytes} bytes: at most {MAX_METADATA_KEY_BYTES} allowed"
+            )
+        total += key_bytes + value_bytes
+        checked[key] = value
+    if total > MAX_METADATA_BYTES:
+        raise InvalidArgument(
+            f"metadata of {total} bytes: at most {MAX_METADATA_BYTES} bytes of keys and values "
+            "allowed"
+        )
+    return checked

@@ -540,9 +540,7 @@ class MetadataStore:
         )
         if old is not None:
             self._retire(db, old[0], time.time() + delete_grace_s)
-        db.execute(
-            "UPDATE stripes SET committed = 1 WHERE version_id = ?", (version.version_id,)
-        )
+        db.execute("UPDATE stripes SET committed = 1 WHERE version_id = ?", (version.version_id,))
 
     # Compose -------------------------------------------------------------------------------
 

@@ -20,10 +20,11 @@ from shoal.common.channels import NodeChannels
 from shoal.common.erasure import check_redundancy
 from shoal.common.errors import InsufficientNodes, InvalidArgument, NotFound, Unavailable
 from shoal.common.ids import is_valid_node_id, new_version_id
-from shoal.common.names import check_bucket_name, check_key
+from shoal.common.names import check_bucket_name, check_key, check_metadata
 from shoal.common.placement import place
 from shoal.common.rpc import PROTOCOL_VERSION, unary
 from shoal.common.transport import Transport
+from shoal.coordinator import compose
 from shoal.coordinator import metrics as coordinator_metrics
 from shoal.coordinator.config import CoordinatorConfig
 from shoal.coordinator.membership import (
@@ -48,6 +49,7 @@ from shoal.coordinator.status import build_status
 from shoal.rpc.v1 import common_pb2 as common
 from shoal.rpc.v1 import coordinator_pb2 as pb
 from shoal.rpc.v1 import coordinator_pb2_grpc as pb_grpc
+from shoal.rpc.v1 import storage_pb2 as spb
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,11 @@ Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
 MAX_PLACE_BATCH = 256
 MAX_LIST = 1000
+# Stripe sizes a put may ask for (BeginPutRequest.stripe_bytes).
+MIN_STRIPE_BYTES = 4 * 1024
+MAX_STRIPE_BYTES = 64 * 1024 * 1024
+LINK_BATCH = 2000
+LINK_TIMEOUT_S = 30.0
 
 
 def version_info(v: VersionRow) -> common.ObjectInfo:
@@ -71,11 +78,14 @@ def version_info(v: VersionRow) -> common.ObjectInfo:
         stripe_bytes=v.stripe_bytes,
         stripe_count=v.stripe_count,
         write_quorum=v.write_quorum,
+        metadata=v.metadata_dict(),
     )
 
 
 def bucket_message(b: BucketRow) -> pb.Bucket:
-    return pb.Bucket(name=b.name, k=b.k, n=b.n, write_quorum=b.write_quorum, created=b.created)
+    return pb.Bucket(
+        name=b.name, k=b.k, n=b.n, write_quorum=b.write_quorum, created=b.created, owner=b.owner
+    )
 
 
 def stripe_rows(stripes: Any) -> list[StripeRow]:
@@ -225,7 +235,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     ) -> pb.CreateBucketResponse:
         check_bucket_name(request.name)
         k, n, quorum = self._redundancy(request.k, request.n, request.write_quorum)
-        row = await self.db(self.store.create_bucket, request.name, k, n, quorum)
+        if len(request.owner) > 256:
+            raise InvalidArgument("bucket owner: at most 256 characters")
+        row = await self.db(self.store.create_bucket, request.name, k, n, quorum, request.owner)
         log.info(
             "bucket created", extra={"bucket": row.name, "k": k, "n": n, "write_quorum": quorum}
         )
@@ -273,6 +285,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 quorum = bucket.write_quorum
         else:
             k, n, quorum = self._redundancy(bucket.k, bucket.n, bucket.write_quorum)
+        stripe_bytes = request.stripe_bytes or self.config.stripe_bytes
+        if not MIN_STRIPE_BYTES <= stripe_bytes <= MAX_STRIPE_BYTES:
+            raise InvalidArgument(
+                f"stripe_bytes {stripe_bytes}: must be between {MIN_STRIPE_BYTES} and "
+                f"{MAX_STRIPE_BYTES}"
+            )
         version = VersionRow(
             new_version_id(),
             request.bucket,
@@ -281,7 +299,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             k,
             n,
             quorum,
-            self.config.stripe_bytes,
+            stripe_bytes,
             0,
             "",
             0,
@@ -332,6 +350,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     async def CommitPut(
         self, request: pb.CommitPutRequest, context: Context
     ) -> pb.CommitPutResponse:
+        metadata = check_metadata(dict(request.metadata))
         stripes = stripe_rows(request.stripes)
         self._check_nodes(stripes)
         for stripe in stripes:
@@ -349,6 +368,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             request.stripe_count,
             stripes,
             self.config.delete_grace,
+            metadata,
         )
         coordinator_metrics.record_commit(version.size, degraded)
         if degraded:
@@ -369,6 +389,117 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         await self.db(self.store.abort, request.upload_id)
         log.info("upload aborted", extra={"upload_id": request.upload_id, "reason": request.reason})
         return pb.AbortPutResponse()
+
+    @unary
+    async def ComposeObject(
+        self, request: pb.ComposeObjectRequest, context: Context
+    ) -> pb.ComposeObjectResponse:
+        check_bucket_name(request.bucket)
+        check_key(request.key)
+        metadata = check_metadata(dict(request.metadata))
+        refs = [(s.bucket, s.key, s.version_id) for s in request.sources]
+        for bucket, key, _version in refs:
+            check_bucket_name(bucket)
+            check_key(key)
+        if len({(b, k) for b, k, _v in refs}) != len(refs):
+            raise InvalidArgument("compose sources must be distinct objects")
+        if not 1 <= len(refs) <= compose.MAX_SOURCES:
+            raise InvalidArgument(f"compose takes 1 to {compose.MAX_SOURCES} sources")
+        await self.db(self.store.bucket, request.bucket)
+        sources = await self.db(self.store.compose_sources, refs)
+        version_id = new_version_id()
+        planned = compose.plan(version_id, sources, self.config.stripe_bytes)
+        version = VersionRow(
+            version_id,
+            request.bucket,
+            request.key,
+            "pending",
+            planned.k,
+            planned.n,
+            planned.write_quorum,
+            planned.stripe_bytes,
+            0,
+            "",
+            0,
+            time.time(),
+        )
+        await self.db(self.store.begin_upload, version)
+        linked: set[tuple[str, str]] = set()
+        try:
+            linked = await self._link(planned.links)
+            stripes = compose.linked_stripes(planned, linked)
+            etag = compose.compose_etag([v.etag for v, _s in sources])
+            committed, degraded = await self.db(
+                self.store.commit_compose,
+                version_id,
+                [v for v, _s in sources],
+                stripes,
+                etag,
+                metadata,
+                self.config.delete_grace,
+            )
+        except BaseException:
+            await self.db(self.store.abort, version_id)
+            await self._unlink(planned.links, linked)
+            raise
+        coordinator_metrics.record_commit(committed.size, degraded)
+        if degraded:
+            self.repair.poke()
+        log.info(
+            "object composed",
+            extra={
+                "bucket": committed.bucket,
+                "key": committed.key,
+                "size": committed.size,
+                "sources": len(sources),
+                "degraded_stripes": degraded,
+            },
+        )
+        return pb.ComposeObjectResponse(info=version_info(committed), degraded_stripes=degraded)
+
+    async def _link(self, links: list[compose.Link]) -> set[tuple[str, str]]:
+        """Ask each node to link its shards under their new names; (node, target) pairs that
+        exist afterwards. Down or unreachable nodes link nothing (their shards count as
+        missing in the new version, which repair rebuilds)."""
+        by_node: dict[str, list[compose.Link]] = {}
+        for link in links:
+            by_node.setdefault(link.node_id, []).append(link)
+
+        async def link_on(node_id: str, batch: list[compose.Link]) -> set[tuple[str, str]]:
+            record = self.membership.nodes.get(node_id)
+            if record is None or record.state in (DOWN, DECOMMISSIONED):
+                return set()
+            done: set[tuple[str, str]] = set()
+            stub = self.channels.stub(record.address)
+            for start in range(0, len(batch), LINK_BATCH):
+                request = spb.LinkShardsRequest(
+                    links=[
+                        spb.ShardLink(source_id=x.source_id, target_id=x.target_id)
+                        for x in batch[start : start + LINK_BATCH]
+                    ]
+                )
+                try:
+                    reply = await stub.LinkShards(request, timeout=LINK_TIMEOUT_S)
+                except grpc.aio.AioRpcError as exc:
+                    log.warning(
+                        "could not link shards for compose",
+                        extra={"node_id": node_id, "error": exc.code().name},
+                    )
+                    return done
+                done.update((node_id, target) for target in reply.linked)
+            return done
+
+        results = await asyncio.gather(*(link_on(n, b) for n, b in by_node.items()))
+        return set().union(*results) if results else set()
+
+    async def _unlink(self, links: list[compose.Link], linked: set[tuple[str, str]]) -> None:
+        """Queue the names a failed compose linked for removal (the sources keep theirs)."""
+        by_node: dict[str, list[tuple[str, int]]] = {}
+        for link in links:
+            if (link.node_id, link.target_id) in linked:
+                by_node.setdefault(link.node_id, []).append((link.target_id, link.shard.length))
+        for node_id, names in by_node.items():
+            await self.db(self.store.queue_deletions, node_id, names, time.time())
 
     # Reads ---------------------------------------------------------------------------------
 

@@ -160,6 +160,14 @@ class StorageNodeServicer(pb_grpc.StorageNodeServicer):
         )
         return pb.RebuildShardResponse(length=length, bytes_read=read, checksum=checksum)
 
+    @unary
+    async def LinkShards(
+        self, request: pb.LinkShardsRequest, context: Context
+    ) -> pb.LinkShardsResponse:
+        pairs = [(link.source_id, link.target_id) for link in request.links]
+        linked = await asyncio.to_thread(self.store.link, pairs)
+        return pb.LinkShardsResponse(linked=linked)
+
 
 def _write_all(writer: ShardWriter, pieces: list[bytes]) -> None:
     for piece in pieces:

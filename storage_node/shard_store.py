@@ -17,6 +17,9 @@ data) followed by the data. Durability recipe for a write, and what a crash leav
 5. fsync `shards/<xy>/`                            makes the rename itself durable
 6. acknowledge                                     only now does the client count the shard
 
+`link` gives a shard a second name (a hard link) for the coordinator's ComposeObject; the old
+name is deleted later like any retired shard, which frees nothing while the new one lives.
+
 Every read re-verifies length and checksum; a mismatch moves the file to quarantine/ and raises
 `ShardCorrupt`, so corrupt bytes are never returned.
 """
@@ -251,6 +254,27 @@ class ShardStore:
                 except FileNotFoundError:
                     pass
             done.append(shard_id)
+        for directory in touched:
+            _fsync_dir(directory)
+        return done
+
+    def link(self, links: list[tuple[str, str]]) -> list[str]:
+        """Give shards a second name (hard link, no bytes copied): (source id, target id)
+        pairs; returns the targets that exist afterwards. A missing source is skipped."""
+        done = []
+        touched: set[Path] = set()
+        for source_id, target_id in links:
+            source, target = self.path_of(source_id), self.path_of(target_id)
+            with self._lock:
+                if not target.exists():
+                    try:
+                        os.link(source, target)
+                    except FileNotFoundError:
+                        continue
+                    self.shard_count += 1
+                    self.used_bytes += _recorded_length(target)
+                    touched.add(target.parent)
+            done.append(target_id)
         for directory in touched:
             _fsync_dir(directory)
         return done

@@ -100,6 +100,26 @@ class ObjectInfo(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     BUCKET_FIELD_NUMBER: _builtins.int
     KEY_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
@@ -111,6 +131,7 @@ class ObjectInfo(_message.Message):
     STRIPE_BYTES_FIELD_NUMBER: _builtins.int
     STRIPE_COUNT_FIELD_NUMBER: _builtins.int
     WRITE_QUORUM_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
     bucket: _builtins.str
     key: _builtins.str
     size: _builtins.int
@@ -123,6 +144,12 @@ class ObjectInfo(_message.Message):
     stripe_bytes: _builtins.int
     stripe_count: _builtins.int
     write_quorum: _builtins.int
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Caller-supplied metadata stored atomically with the object (content type, S3 headers,
+        x-amz-meta-*...); at most MAX_METADATA_BYTES of keys and values in total.
+        """
+
     def __init__(
         self,
         *,
@@ -137,10 +164,11 @@ class ObjectInfo(_message.Message):
         stripe_bytes: _builtins.int = ...,
         stripe_count: _builtins.int = ...,
         write_quorum: _builtins.int = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "created", b"created", "etag", b"etag", "k", b"k", "key", b"key", "n", b"n", "size", b"size", "stripe_bytes", b"stripe_bytes", "stripe_count", b"stripe_count", "version_id", b"version_id", "write_quorum", b"write_quorum"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "created", b"created", "etag", b"etag", "k", b"k", "key", b"key", "metadata", b"metadata", "n", b"n", "size", b"size", "stripe_bytes", b"stripe_bytes", "stripe_count", b"stripe_count", "version_id", b"version_id", "write_quorum", b"write_quorum"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -159,11 +159,14 @@ class Bucket(_message.Message):
     N_FIELD_NUMBER: _builtins.int
     WRITE_QUORUM_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     k: _builtins.int
     n: _builtins.int
     write_quorum: _builtins.int
     created: _builtins.float
+    owner: _builtins.str
+    """Who owns the bucket (an S3 gateway user's canonical id); "" when created without one."""
     def __init__(
         self,
         *,
@@ -172,10 +175,11 @@ class Bucket(_message.Message):
         n: _builtins.int = ...,
         write_quorum: _builtins.int = ...,
         created: _builtins.float = ...,
+        owner: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "k", b"k", "n", b"n", "name", b"name", "write_quorum", b"write_quorum"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "k", b"k", "n", b"n", "name", b"name", "owner", b"owner", "write_quorum", b"write_quorum"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -189,11 +193,13 @@ class CreateBucketRequest(_message.Message):
     K_FIELD_NUMBER: _builtins.int
     N_FIELD_NUMBER: _builtins.int
     WRITE_QUORUM_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     k: _builtins.int
     n: _builtins.int
     write_quorum: _builtins.int
     """0 means the default, k + 1."""
+    owner: _builtins.str
     def __init__(
         self,
         *,
@@ -201,10 +207,11 @@ class CreateBucketRequest(_message.Message):
         k: _builtins.int = ...,
         n: _builtins.int = ...,
         write_quorum: _builtins.int = ...,
+        owner: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["k", b"k", "n", b"n", "name", b"name", "write_quorum", b"write_quorum"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["k", b"k", "n", b"n", "name", b"name", "owner", b"owner", "write_quorum", b"write_quorum"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -307,11 +314,16 @@ class BeginPutRequest(_message.Message):
     KEY_FIELD_NUMBER: _builtins.int
     K_FIELD_NUMBER: _builtins.int
     N_FIELD_NUMBER: _builtins.int
+    STRIPE_BYTES_FIELD_NUMBER: _builtins.int
     bucket: _builtins.str
     key: _builtins.str
     k: _builtins.int
     """0 means the bucket's default."""
     n: _builtins.int
+    stripe_bytes: _builtins.int
+    """Stripe size for this object; 0 means the cluster's. Lets a caller pick a size that
+    divides its object's size, so objects can later be composed (ComposeObject).
+    """
     def __init__(
         self,
         *,
@@ -319,10 +331,11 @@ class BeginPutRequest(_message.Message):
         key: _builtins.str = ...,
         k: _builtins.int = ...,
         n: _builtins.int = ...,
+        stripe_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "k", b"k", "key", b"key", "n", b"n"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "k", b"k", "key", b"key", "n", b"n", "stripe_bytes", b"stripe_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -536,11 +549,32 @@ Global___ReportStripesResponse: _TypeAlias = ReportStripesResponse  # noqa: Y015
 class CommitPutRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     UPLOAD_ID_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     STRIPE_COUNT_FIELD_NUMBER: _builtins.int
     STRIPES_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
     upload_id: _builtins.str
     size: _builtins.int
     etag: _builtins.str
@@ -548,6 +582,10 @@ class CommitPutRequest(_message.Message):
     @_builtins.property
     def stripes(self) -> _containers.RepeatedCompositeFieldContainer[Global___WrittenStripe]:
         """Stripes not sent earlier with ReportStripes."""
+
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Stored with the object, visible in ObjectInfo.metadata."""
 
     def __init__(
         self,
@@ -557,10 +595,11 @@ class CommitPutRequest(_message.Message):
         etag: _builtins.str = ...,
         stripe_count: _builtins.int = ...,
         stripes: _abc.Iterable[Global___WrittenStripe] | None = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "size", b"size", "stripe_count", b"stripe_count", "stripes", b"stripes", "upload_id", b"upload_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "metadata", b"metadata", "size", b"size", "stripe_count", b"stripe_count", "stripes", b"stripes", "upload_id", b"upload_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -626,6 +665,114 @@ class AbortPutResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AbortPutResponse: _TypeAlias = AbortPutResponse  # noqa: Y015
+
+@_typing.final
+class ObjectRef(_message.Message):
+    """One source of ComposeObject: the current version of bucket/key (version_id, when set, must
+    still be the current one).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUCKET_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    VERSION_ID_FIELD_NUMBER: _builtins.int
+    bucket: _builtins.str
+    key: _builtins.str
+    version_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        bucket: _builtins.str = ...,
+        key: _builtins.str = ...,
+        version_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "key", b"key", "version_id", b"version_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ObjectRef: _TypeAlias = ObjectRef  # noqa: Y015
+
+@_typing.final
+class ComposeObjectRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    BUCKET_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    SOURCES_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    bucket: _builtins.str
+    key: _builtins.str
+    @_builtins.property
+    def sources(self) -> _containers.RepeatedCompositeFieldContainer[Global___ObjectRef]:
+        """In order. All non-empty sources share (k, n) and stripe size, and every one but the last
+        non-empty one is a whole number of stripes (so the result keeps "only the last stripe is
+        short"); otherwise InvalidArgument and nothing changes.
+        """
+
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        bucket: _builtins.str = ...,
+        key: _builtins.str = ...,
+        sources: _abc.Iterable[Global___ObjectRef] | None = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "key", b"key", "metadata", b"metadata", "sources", b"sources"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ComposeObjectRequest: _TypeAlias = ComposeObjectRequest  # noqa: Y015
+
+@_typing.final
+class ComposeObjectResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INFO_FIELD_NUMBER: _builtins.int
+    DEGRADED_STRIPES_FIELD_NUMBER: _builtins.int
+    degraded_stripes: _builtins.int
+    """Stripes committed with fewer than n shards (a node could not link its shards)."""
+    @_builtins.property
+    def info(self) -> _common_pb2.ObjectInfo: ...
+    def __init__(
+        self,
+        *,
+        info: _common_pb2.ObjectInfo | None = ...,
+        degraded_stripes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["info", b"info"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["degraded_stripes", b"degraded_stripes", "info", b"info"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ComposeObjectResponse: _TypeAlias = ComposeObjectResponse  # noqa: Y015
 
 @_typing.final
 class LocateRequest(_message.Message):

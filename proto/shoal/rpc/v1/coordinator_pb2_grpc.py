@@ -84,6 +84,11 @@ class CoordinatorStub:
                 request_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.AbortPutRequest.SerializeToString,
                 response_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.AbortPutResponse.FromString,
                 _registered_method=True)
+        self.ComposeObject = channel.unary_unary(
+                '/shoal.rpc.v1.Coordinator/ComposeObject',
+                request_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.ComposeObjectRequest.SerializeToString,
+                response_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.ComposeObjectResponse.FromString,
+                _registered_method=True)
         self.Locate = channel.unary_unary(
                 '/shoal.rpc.v1.Coordinator/Locate',
                 request_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.LocateRequest.SerializeToString,
@@ -203,6 +208,15 @@ class CoordinatorServicer:
 
     def AbortPut(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ComposeObject(self, request, context):
+        """Makes one new object whose stripes are the stripes of existing objects, in order, without
+        copying bytes (storage nodes hard-link the shards under the new names); the sources are
+        consumed. Used for S3 multipart completion.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -327,6 +341,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.AbortPut,
                     request_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.AbortPutRequest.FromString,
                     response_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.AbortPutResponse.SerializeToString,
+            ),
+            'ComposeObject': grpc.unary_unary_rpc_method_handler(
+                    servicer.ComposeObject,
+                    request_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.ComposeObjectRequest.FromString,
+                    response_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.ComposeObjectResponse.SerializeToString,
             ),
             'Locate': grpc.unary_unary_rpc_method_handler(
                     servicer.Locate,
@@ -654,6 +673,33 @@ class Coordinator:
             '/shoal.rpc.v1.Coordinator/AbortPut',
             shoal_dot_rpc_dot_v1_dot_coordinator__pb2.AbortPutRequest.SerializeToString,
             shoal_dot_rpc_dot_v1_dot_coordinator__pb2.AbortPutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ComposeObject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.rpc.v1.Coordinator/ComposeObject',
+            shoal_dot_rpc_dot_v1_dot_coordinator__pb2.ComposeObjectRequest.SerializeToString,
+            shoal_dot_rpc_dot_v1_dot_coordinator__pb2.ComposeObjectResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,11 @@ class CoordinatorStub:
     ReportStripes: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ReportStripesRequest, _coordinator_pb2.ReportStripesResponse]
     CommitPut: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.CommitPutRequest, _coordinator_pb2.CommitPutResponse]
     AbortPut: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.AbortPutRequest, _coordinator_pb2.AbortPutResponse]
+    ComposeObject: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ComposeObjectRequest, _coordinator_pb2.ComposeObjectResponse]
+    """Makes one new object whose stripes are the stripes of existing objects, in order, without
+    copying bytes (storage nodes hard-link the shards under the new names); the sources are
+    consumed. Used for S3 multipart completion.
+    """
     Locate: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.LocateRequest, _coordinator_pb2.LocateResponse]
     """Reads and namespace."""
     HeadObject: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.HeadObjectRequest, _coordinator_pb2.HeadObjectResponse]
@@ -74,6 +79,11 @@ class CoordinatorAsyncStub(CoordinatorStub):
     ReportStripes: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ReportStripesRequest, _coordinator_pb2.ReportStripesResponse]  # type: ignore[assignment]
     CommitPut: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.CommitPutRequest, _coordinator_pb2.CommitPutResponse]  # type: ignore[assignment]
     AbortPut: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.AbortPutRequest, _coordinator_pb2.AbortPutResponse]  # type: ignore[assignment]
+    ComposeObject: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ComposeObjectRequest, _coordinator_pb2.ComposeObjectResponse]  # type: ignore[assignment]
+    """Makes one new object whose stripes are the stripes of existing objects, in order, without
+    copying bytes (storage nodes hard-link the shards under the new names); the sources are
+    consumed. Used for S3 multipart completion.
+    """
     Locate: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.LocateRequest, _coordinator_pb2.LocateResponse]  # type: ignore[assignment]
     """Reads and namespace."""
     HeadObject: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.HeadObjectRequest, _coordinator_pb2.HeadObjectResponse]  # type: ignore[assignment]
@@ -161,6 +171,17 @@ class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
         request: _coordinator_pb2.AbortPutRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_coordinator_pb2.AbortPutResponse, _abc.Awaitable[_coordinator_pb2.AbortPutResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ComposeObject(
+        self,
+        request: _coordinator_pb2.ComposeObjectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.ComposeObjectResponse, _abc.Awaitable[_coordinator_pb2.ComposeObjectResponse]]:
+        """Makes one new object whose stripes are the stripes of existing objects, in order, without
+        copying bytes (storage nodes hard-link the shards under the new names); the sources are
+        consumed. Used for S3 multipart completion.
+        """
 
     @_abc_1.abstractmethod
     def Locate(

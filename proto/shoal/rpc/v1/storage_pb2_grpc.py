@@ -59,6 +59,11 @@ class StorageNodeStub:
                 request_serializer=shoal_dot_rpc_dot_v1_dot_storage__pb2.RebuildShardRequest.SerializeToString,
                 response_deserializer=shoal_dot_rpc_dot_v1_dot_storage__pb2.RebuildShardResponse.FromString,
                 _registered_method=True)
+        self.LinkShards = channel.unary_unary(
+                '/shoal.rpc.v1.StorageNode/LinkShards',
+                request_serializer=shoal_dot_rpc_dot_v1_dot_storage__pb2.LinkShardsRequest.SerializeToString,
+                response_deserializer=shoal_dot_rpc_dot_v1_dot_storage__pb2.LinkShardsResponse.FromString,
+                _registered_method=True)
 
 
 class StorageNodeServicer:
@@ -102,6 +107,14 @@ class StorageNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LinkShards(self, request, context):
+        """Gives stored shards a second name (a hard link: no bytes copied), for ComposeObject.
+        Answers with the targets that now exist; a missing source is skipped, not an error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +142,11 @@ def add_StorageNodeServicer_to_server(servicer, server):
                     servicer.RebuildShard,
                     request_deserializer=shoal_dot_rpc_dot_v1_dot_storage__pb2.RebuildShardRequest.FromString,
                     response_serializer=shoal_dot_rpc_dot_v1_dot_storage__pb2.RebuildShardResponse.SerializeToString,
+            ),
+            'LinkShards': grpc.unary_unary_rpc_method_handler(
+                    servicer.LinkShards,
+                    request_deserializer=shoal_dot_rpc_dot_v1_dot_storage__pb2.LinkShardsRequest.FromString,
+                    response_serializer=shoal_dot_rpc_dot_v1_dot_storage__pb2.LinkShardsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +284,33 @@ class StorageNode:
             '/shoal.rpc.v1.StorageNode/RebuildShard',
             shoal_dot_rpc_dot_v1_dot_storage__pb2.RebuildShardRequest.SerializeToString,
             shoal_dot_rpc_dot_v1_dot_storage__pb2.RebuildShardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LinkShards(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.rpc.v1.StorageNode/LinkShards',
+            shoal_dot_rpc_dot_v1_dot_storage__pb2.LinkShardsRequest.SerializeToString,
+            shoal_dot_rpc_dot_v1_dot_storage__pb2.LinkShardsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,10 @@ class StorageNodeStub:
     """Repair assignment from the coordinator: fetch shards of a stripe from peers, rebuild one
     shard and store it here. Answers once the rebuilt shard is durable.
     """
+    LinkShards: _grpc.UnaryUnaryMultiCallable[_storage_pb2.LinkShardsRequest, _storage_pb2.LinkShardsResponse]
+    """Gives stored shards a second name (a hard link: no bytes copied), for ComposeObject.
+    Answers with the targets that now exist; a missing source is skipped, not an error.
+    """
 
 @_typing.type_check_only
 class StorageNodeAsyncStub(StorageNodeStub):
@@ -68,6 +72,10 @@ class StorageNodeAsyncStub(StorageNodeStub):
     RebuildShard: _aio.UnaryUnaryMultiCallable[_storage_pb2.RebuildShardRequest, _storage_pb2.RebuildShardResponse]  # type: ignore[assignment]
     """Repair assignment from the coordinator: fetch shards of a stripe from peers, rebuild one
     shard and store it here. Answers once the rebuilt shard is durable.
+    """
+    LinkShards: _aio.UnaryUnaryMultiCallable[_storage_pb2.LinkShardsRequest, _storage_pb2.LinkShardsResponse]  # type: ignore[assignment]
+    """Gives stored shards a second name (a hard link: no bytes copied), for ComposeObject.
+    Answers with the targets that now exist; a missing source is skipped, not an error.
     """
 
 class StorageNodeServicer(metaclass=_abc_1.ABCMeta):
@@ -115,6 +123,16 @@ class StorageNodeServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_storage_pb2.RebuildShardResponse, _abc.Awaitable[_storage_pb2.RebuildShardResponse]]:
         """Repair assignment from the coordinator: fetch shards of a stripe from peers, rebuild one
         shard and store it here. Answers once the rebuilt shard is durable.
+        """
+
+    @_abc_1.abstractmethod
+    def LinkShards(
+        self,
+        request: _storage_pb2.LinkShardsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_pb2.LinkShardsResponse, _abc.Awaitable[_storage_pb2.LinkShardsResponse]]:
+        """Gives stored shards a second name (a hard link: no bytes copied), for ComposeObject.
+        Answers with the targets that now exist; a missing source is skipped, not an error.
         """
 
 def add_StorageNodeServicer_to_server(servicer: StorageNodeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
