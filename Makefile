@@ -38,7 +38,7 @@ lint: install
 	$(PY) -m ruff check .
 
 typecheck: install
-	cd $(VENV) && ../$(PY) -m mypy --config-file ../pyproject.toml -p shoal.common -p shoal.storage_node -p shoal.coordinator -p shoal.client -p shoal.worker
+	cd $(VENV) && ../$(PY) -m mypy --config-file ../pyproject.toml -p shoal.common -p shoal.storage_node -p shoal.coordinator -p shoal.client -p shoal.worker -p shoal.s3
 
 proto: install
 	$(PY) proto/generate.py

@@ -10,7 +10,12 @@ import sys
 
 from shoal.client.cli.address import data_dir, load_cluster
 from shoal.client.cli.failures import UsageError
-from shoal.client.cli.local_cluster import ClusterError, ClusterSettings, client_tls_files
+from shoal.client.cli.local_cluster import (
+    ClusterError,
+    ClusterSettings,
+    LocalCluster,
+    client_tls_files,
+)
 from shoal.common.erasure import check_redundancy
 from shoal.common.units import format_duration, parse_duration, parse_size
 
@@ -136,7 +141,24 @@ def cmd_up(args: argparse.Namespace) -> int:
         ca, cert, key = client_tls_files(settings.tls_dir)
         print(f"mutual TLS on every connection; CA and certificates in {settings.tls_dir}")
         print(f"export SHOAL_TLS_CA={ca} SHOAL_TLS_CERT={cert} SHOAL_TLS_KEY={key}")
+    if args.s3:
+        _start_s3(cluster, args.s3_listen)
     return 0
+
+
+def _start_s3(cluster: LocalCluster, listen: str) -> None:
+    """Start the S3 gateway with the cluster's generated user and say how to use it."""
+    try:
+        gateway = cluster.start_s3(listen)
+    except BaseException:
+        cluster.down()
+        raise
+    path, access, secret = cluster.s3_credentials()
+    endpoint = f"http://{gateway.address}"
+    print(f"S3 gateway at {endpoint} (users in {path})")
+    print(f"export AWS_ACCESS_KEY_ID={access} AWS_SECRET_ACCESS_KEY={secret}")
+    print(f"export AWS_DEFAULT_REGION=us-east-1 AWS_ENDPOINT_URL={endpoint}")
+    print(f"aws s3 ls --endpoint-url {endpoint}")
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -144,7 +166,8 @@ def cmd_down(args: argparse.Namespace) -> int:
     cluster = load_cluster(data_dir(args))
     if cluster.coordinator is None:
         raise ClusterError(f"no local cluster in {cluster.root}")
-    daemons = [*cluster.workers.values(), *cluster.nodes.values(), cluster.coordinator]
+    gateway = [cluster.gateway] if cluster.gateway else []
+    daemons = [*gateway, *cluster.workers.values(), *cluster.nodes.values(), cluster.coordinator]
     running = [d.name for d in daemons if d.pid and cluster.running(d)]
     cluster.down()
     if running:
@@ -254,6 +277,19 @@ def register(
         action="store_true",
         help="every daemon serves Prometheus metrics on a free port (listed at start and in "
         "DATA_DIR/cluster.json)",
+    )
+    up.add_argument(
+        "--s3",
+        action="store_true",
+        help="also start the S3 gateway (shoal-s3) with a generated user in DATA_DIR/s3; "
+        "prints the endpoint and keys",
+    )
+    up.add_argument(
+        "--s3-listen",
+        default="127.0.0.1:9000",
+        metavar="HOST:PORT",
+        help="where the S3 gateway listens with --s3 (default: 127.0.0.1:9000; port 0 picks "
+        "a free port)",
     )
     up.set_defaults(handler=cmd_up)
 

@@ -6,6 +6,8 @@ State lives in one directory:
     coordinator/            the coordinator's data dir, daemon.log and ready.json
     nodes/<node-id>/        each node's data dir (shards), daemon.log and ready.json
     tls/                    with `clusterctl up --tls`: the CA and certificates (certs.py)
+    s3/                     with `clusterctl up --s3`: the S3 gateway's credentials.toml (a
+                            generated user), daemon.log and ready.json
 
 Daemons bind port 0 and report the port they got in their ready file (no pick-then-bind
 race); a restarted node binds the port it had before, so addresses stay stable. `clusterctl
@@ -17,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
+import string
 import subprocess
 import sys
 import time
@@ -30,6 +34,7 @@ from shoal.common.errors import InvalidArgument, NotFound, ShoalError
 STATE_FILE = "cluster.json"
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
+S3_CREDENTIALS = "credentials.toml"
 
 
 class ClusterError(ShoalError):
@@ -119,6 +124,7 @@ class LocalCluster:
         self.coordinator: DaemonState | None = None
         self.nodes: dict[str, DaemonState] = {}
         self.workers: dict[str, DaemonState] = {}
+        self.gateway: DaemonState | None = None
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         state = self.root / STATE_FILE
         if state.exists():
@@ -134,6 +140,8 @@ class LocalCluster:
             self.coordinator = DaemonState(**data["coordinator"])
         self.nodes = {name: DaemonState(**d) for name, d in data.get("nodes", {}).items()}
         self.workers = {name: DaemonState(**d) for name, d in data.get("workers", {}).items()}
+        if data.get("s3"):
+            self.gateway = DaemonState(**data["s3"])
 
     def save(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -142,6 +150,7 @@ class LocalCluster:
             "coordinator": asdict(self.coordinator) if self.coordinator else None,
             "nodes": {name: asdict(d) for name, d in self.nodes.items()},
             "workers": {name: asdict(d) for name, d in self.workers.items()},
+            "s3": asdict(self.gateway) if self.gateway else None,
         }
         tmp = self.root / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(data, indent=2))
@@ -210,7 +219,7 @@ class LocalCluster:
     def _tls_flags(self, daemon: DaemonState) -> list[str]:
         if not self.settings.tls_dir:
             return []
-        self._ensure_certs([(daemon.name, daemon.role != "worker")])
+        self._ensure_certs([(daemon.name, daemon.role not in ("worker", "s3"))])
         root = Path(self.settings.tls_dir)
         return [
             "--tls-cert", str(root / f"{daemon.name}.pem"),
@@ -382,6 +391,55 @@ class LocalCluster:
         self._stop_all(daemons, sig)
         self.save()
 
+    # S3 gateway -----------------------------------------------------------------------------
+
+    def s3_credentials(self) -> tuple[str, str, str]:
+        """(credentials file, access key, secret key) of the gateway's generated user; the
+        file is created with a random key pair on first use."""
+        path = self.root / "s3" / S3_CREDENTIALS
+        if not path.exists():
+            alphabet = string.ascii_uppercase + string.digits
+            access = "SH" + "".join(secrets.choice(alphabet) for _ in range(18))
+            letters = string.ascii_letters + string.digits
+            secret = "".join(secrets.choice(letters) for _ in range(40))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(
+                    f'[[users]]\naccess_key = "{access}"\nsecret_key = "{secret}"\n'
+                    'display_name = "admin"\n'
+                )
+        text = path.read_text()
+        access = text.split('access_key = "', 1)[1].split('"', 1)[0]
+        secret = text.split('secret_key = "', 1)[1].split('"', 1)[0]
+        return str(path), access, secret
+
+    def start_s3(self, listen: str = "", credentials: str = "") -> DaemonState:
+        """Start the S3 gateway (shoal-s3) against this cluster; `credentials` defaults to the
+        generated file in s3/. A restarted gateway keeps its address."""
+        if self.gateway is not None and self.running(self.gateway):
+            raise ClusterError(f"the S3 gateway is already running at {self.gateway.address}")
+        previous = self.gateway.address if self.gateway else ""
+        daemon = DaemonState("s3", "s3", str(self.root / "s3"))
+        args = [
+            "--listen", listen or previous or "127.0.0.1:0",
+            "--coordinator", self.address,
+            "--credentials", credentials or self.s3_credentials()[0],
+            "--stripe-bytes", str(self.settings.stripe_bytes),
+        ]  # fmt: skip
+        self.gateway = daemon
+        self._wait_ready(daemon, self._spawn(daemon, "shoal.s3", args))
+        self.save()
+        return daemon
+
+    def stop_s3(self, sig: int = signal.SIGTERM) -> int | None:
+        """Stop the S3 gateway; its exit code when this process started it."""
+        if self.gateway is None or not self.running(self.gateway):
+            return None
+        code = self._stop(self.gateway, sig)
+        self.save()
+        return code
+
     def _start_nodes(self, daemons: list[DaemonState], *, fresh: bool = False) -> None:
         started = []
         for daemon in daemons:
@@ -491,7 +549,10 @@ class LocalCluster:
     def down(self) -> dict[str, int | None]:
         """Stop every daemon (workers and nodes first, together, then the coordinator);
         returns exit codes of the ones this process started."""
-        codes = self._stop_all([*self.workers.values(), *self.nodes.values()], signal.SIGTERM)
+        gateway = [self.gateway] if self.gateway is not None else []
+        codes = self._stop_all(
+            [*gateway, *self.workers.values(), *self.nodes.values()], signal.SIGTERM
+        )
         if self.coordinator is not None and self.coordinator.pid and self.running(self.coordinator):
             codes["coordinator"] = self._stop(self.coordinator, signal.SIGTERM)
         if self.root.exists():

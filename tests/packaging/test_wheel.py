@@ -157,7 +157,13 @@ def test_entry_points_declare_the_commands(built: Built) -> None:
     scripts = _entry_points(built)
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert scripts == pyproject["project"]["scripts"]
-    assert set(scripts) == {"shoal-coordinator", "shoal-node", "shoal-worker", "clusterctl"}
+    assert set(scripts) == {
+        "shoal-coordinator",
+        "shoal-node",
+        "shoal-worker",
+        "shoal-s3",
+        "clusterctl",
+    }
 
 
 def test_entry_point_targets_ship_in_the_wheel(built: Built) -> None:
@@ -191,6 +197,7 @@ def test_installed_wheel_imports_from_site(built: Built) -> None:
         "shoal.common.config",
         "shoal.coordinator.main",
         "shoal.storage_node.main",
+        "shoal.s3.main",
         "shoal.rpc.v1.storage_pb2",
         "shoal.rpc.v1.coordinator_pb2_grpc",
     ]

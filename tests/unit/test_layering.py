@@ -20,6 +20,8 @@ LAYERS: dict[str, tuple[str, frozenset[str]]] = {
     "client": ("shoal.client", frozenset({"common", "rpc", "client"})),
     "storage_node": ("shoal.storage_node", frozenset({"common", "rpc", "storage_node"})),
     "coordinator": ("shoal.coordinator", frozenset({"common", "rpc", "coordinator"})),
+    # The S3 gateway is a client of the cluster: it reaches it only through the SDK.
+    "s3": ("shoal.s3", frozenset({"common", "rpc", "client", "s3"})),
 }
 
 
@@ -114,6 +116,7 @@ def test_relative_imports_resolve_to_absolute_names(tmp_path: Path) -> None:
         ("client", "shoal.client imports neither daemon"),
         ("storage_node", "shoal.storage_node imports neither shoal.coordinator nor shoal.client"),
         ("coordinator", "shoal.coordinator imports neither shoal.storage_node nor shoal.client"),
+        ("s3", "shoal.s3 imports no daemon: it uses the cluster through shoal.client"),
     ],
 )
 def test_layering(folder: str, rule: str) -> None:
