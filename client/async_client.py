@@ -27,6 +27,7 @@ from typing import Any
 import grpc.aio
 
 from shoal.client.get import GetTuning, ObjectReader
+from shoal.client.inline import INLINE_MAX_BYTES, InlineReader, inline_payload
 from shoal.client.jobs import (
     AsyncJob,
     JobOptions,
@@ -135,6 +136,8 @@ class AsyncClient:
         self.rpc_timeout_s = rpc_timeout_s
         self.put_tuning = put_tuning or PutTuning()
         self.get_tuning = get_tuning or GetTuning()
+        # Puts of bytes up to this size try PutInline first (0: never; see client/inline.py).
+        self.inline_max_bytes = INLINE_MAX_BYTES
         self._channel: grpc.aio.Channel | None = None
         self._stub: cpb_grpc.CoordinatorAsyncStub | None = None
         self._jobs_stub: jobs_grpc.JobsAsyncStub | None = None
@@ -273,6 +276,17 @@ class AsyncClient:
             not isinstance(stripe_bytes, int) or isinstance(stripe_bytes, bool) or stripe_bytes < 1
         ):
             raise InvalidArgument(f"stripe_bytes must be a positive integer, got {stripe_bytes!r}")
+        payload = inline_payload(data, self.inline_max_bytes) if stripe_bytes is None else None
+        if payload is not None:
+            inline = await self._call(
+                "PutInline",
+                cpb.PutInlineRequest(
+                    bucket=bucket, key=key, k=k or 0, n=n or 0, data=payload,
+                    metadata=final_metadata(),
+                ),
+            )  # fmt: skip
+            if inline.accepted:
+                return ObjectInfo.from_proto(inline.info)
         source = StripeSource(data)
         try:
             begin = await self._call(
@@ -338,6 +352,8 @@ class AsyncClient:
         located = await self._call(
             "Locate", cpb.LocateRequest(bucket=bucket, key=key, max_stripes=256)
         )
+        if located.info.inline:
+            return InlineReader(located)
         return ObjectReader(located, self._nodes, self._call, self.get_tuning)
 
     async def stream(

@@ -25,6 +25,8 @@ class ObjectInfo:
     stripe_bytes: int = 0
     # What the writer stored with the object (put(..., metadata=...)).
     metadata: dict[str, str] = field(default_factory=dict)
+    # Stored whole in the coordinator's metadata (small objects; see shoal.client.inline).
+    inline: bool = False
 
     @classmethod
     def from_proto(cls, info: common.ObjectInfo) -> ObjectInfo:
@@ -40,6 +42,7 @@ class ObjectInfo:
             stripe_count=info.stripe_count,
             stripe_bytes=info.stripe_bytes,
             metadata=dict(info.metadata),
+            inline=info.inline,
         )
 
 

@@ -47,6 +47,12 @@ class CoordinatorConfig:
     default_k: int = setting(4, "default data shards per stripe for new buckets")
     default_n: int = setting(6, "default total shards per stripe for new buckets")
     stripe_bytes: int = setting(4 * MiB, "object bytes per stripe for new uploads", unit="bytes")
+    inline_max_bytes: int = setting(
+        16 * KiB,
+        "objects up to this size are stored whole in the metadata database (one RPC, one "
+        "commit; as durable as the manifests) instead of as stripes; 0 turns this off",
+        unit="bytes",
+    )
     delete_grace: float = setting(
         30.0,
         "seconds before shards of deleted or replaced objects are removed, so reads in "

@@ -26,6 +26,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sqlite3
 import time
@@ -88,7 +89,13 @@ CREATE TABLE IF NOT EXISTS versions (
     etag TEXT NOT NULL DEFAULT '',
     stripe_count INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL,
-    metadata TEXT NOT NULL DEFAULT '{}'
+    metadata TEXT NOT NULL DEFAULT '{}',
+    inline INTEGER NOT NULL DEFAULT 0
+);
+-- The bytes of small objects stored inline (PutInline): no stripes, no shards.
+CREATE TABLE IF NOT EXISTS inline_objects (
+    version_id TEXT PRIMARY KEY,
+    data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS versions_by_state ON versions (state, created);
 CREATE TABLE IF NOT EXISTS objects (
@@ -135,7 +142,10 @@ LOCATE_PAGE_MAX = 1024
 # Columns added after the first release; older databases get them by ALTER TABLE at start.
 ADDED_COLUMNS = {
     "buckets": {"owner": "TEXT NOT NULL DEFAULT ''"},
-    "versions": {"metadata": "TEXT NOT NULL DEFAULT '{}'"},
+    "versions": {
+        "metadata": "TEXT NOT NULL DEFAULT '{}'",
+        "inline": "INTEGER NOT NULL DEFAULT 0",
+    },
 }
 
 
@@ -165,6 +175,8 @@ class VersionRow:
     created: float
     # JSON object of str -> str (ObjectInfo.metadata).
     metadata: str = "{}"
+    # 1 when the bytes are stored inline in the metadata (inline_objects), not in stripes.
+    inline: int = 0
 
     def metadata_dict(self) -> dict[str, str]:
         value = json.loads(self.metadata or "{}")
@@ -227,7 +239,7 @@ class RepairErrorRow:
 
 _VERSION_COLUMNS = (
     "version_id, bucket, key, state, k, n, write_quorum, stripe_bytes, size, etag, "
-    "stripe_count, created, metadata"
+    "stripe_count, created, metadata, inline"
 )
 _BUCKET_COLUMNS = "name, k, n, write_quorum, created, owner"
 
@@ -386,7 +398,7 @@ class MetadataStore:
             ):
                 raise NotFound(f"bucket {version.bucket!r} does not exist")
             db.execute(
-                f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES ({', '.join('?' * 13)})",
+                f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES ({', '.join('?' * 14)})",
                 (
                     version.version_id,
                     version.bucket,
@@ -401,8 +413,45 @@ class MetadataStore:
                     0,
                     version.created,
                     version.metadata,
+                    0,
                 ),
             )
+
+    def commit_inline(self, version: VersionRow, data: bytes, delete_grace_s: float) -> VersionRow:
+        """Store a small object whole in the metadata and make it the visible object, in one
+        transaction (as durable as any manifest: synchronous=FULL)."""
+        with self._tx() as db:
+            if (
+                db.execute("SELECT 1 FROM buckets WHERE name = ?", (version.bucket,)).fetchone()
+                is None
+            ):
+                raise NotFound(f"bucket {version.bucket!r} does not exist")
+            row = dataclasses.replace(version, state="committed", size=len(data), inline=1)
+            db.execute(
+                f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES ({', '.join('?' * 14)})",
+                dataclasses.astuple(row)[:14],
+            )
+            db.execute("INSERT INTO inline_objects VALUES (?, ?)", (row.version_id, data))
+            old = db.execute(
+                "SELECT version_id FROM objects WHERE bucket = ? AND key = ?",
+                (row.bucket, row.key),
+            ).fetchone()
+            db.execute(
+                "INSERT OR REPLACE INTO objects VALUES (?, ?, ?)",
+                (row.bucket, row.key, row.version_id),
+            )
+            if old is not None:
+                self._retire(db, old[0], time.time() + delete_grace_s)
+        return row
+
+    def inline_data(self, version_id: str) -> bytes:
+        """The bytes of an inline object."""
+        row = self._db.execute(
+            "SELECT data FROM inline_objects WHERE version_id = ?", (version_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"version {version_id} has no inline data")
+        return bytes(row[0])
 
     def version(self, version_id: str) -> VersionRow:
         row = self._db.execute(
@@ -620,6 +669,7 @@ class MetadataStore:
         db.execute("DELETE FROM repair_errors WHERE version_id = ?", (version_id,))
         db.execute("DELETE FROM shards WHERE version_id = ?", (version_id,))
         db.execute("DELETE FROM stripes WHERE version_id = ?", (version_id,))
+        db.execute("DELETE FROM inline_objects WHERE version_id = ?", (version_id,))
 
     def abort(self, version_id: str) -> None:
         """Drop a pending upload and queue whatever shards it recorded for removal."""

@@ -8,6 +8,7 @@ and keeps fsyncs off the event loop.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import grpc.aio
+import xxhash
 
 from shoal.common.channels import NodeChannels
 from shoal.common.erasure import check_redundancy
@@ -79,6 +81,7 @@ def version_info(v: VersionRow) -> common.ObjectInfo:
         stripe_count=v.stripe_count,
         write_quorum=v.write_quorum,
         metadata=v.metadata_dict(),
+        inline=bool(v.inline),
     )
 
 
@@ -317,6 +320,46 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         )
 
     @unary
+    async def PutInline(
+        self, request: pb.PutInlineRequest, context: Context
+    ) -> pb.PutInlineResponse:
+        """A small object in one call, stored in the metadata itself (see inline_max_bytes)."""
+        check_bucket_name(request.bucket)
+        check_key(request.key)
+        if len(request.data) > self.config.inline_max_bytes:
+            return pb.PutInlineResponse(accepted=False)
+        metadata = check_metadata(dict(request.metadata))
+        bucket = await self.db(self.store.bucket, request.bucket)
+        k, n, quorum = self._redundancy(
+            request.k or bucket.k,
+            request.n or bucket.n,
+            bucket.write_quorum if not (request.k or request.n) else 0,
+        )
+        data = bytes(request.data)
+        version = VersionRow(
+            new_version_id(),
+            request.bucket,
+            request.key,
+            "committed",
+            k,
+            n,
+            quorum,
+            max(len(data), 1),
+            len(data),
+            xxhash.xxh3_128_hexdigest(data),
+            0,
+            time.time(),
+            json.dumps(metadata, sort_keys=True),
+        )
+        row = await self.db(self.store.commit_inline, version, data, self.config.delete_grace)
+        coordinator_metrics.record_commit(row.size, 0)
+        log.info(
+            "object committed",
+            extra={"bucket": row.bucket, "key": row.key, "size": row.size, "inline": True},
+        )
+        return pb.PutInlineResponse(accepted=True, info=version_info(row))
+
+    @unary
     async def PlaceStripes(
         self, request: pb.PlaceStripesRequest, context: Context
     ) -> pb.PlaceStripesResponse:
@@ -532,6 +575,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 )
         else:
             version = await self.db(self.store.current, request.bucket, request.key)
+        if version.inline:
+            data = await self.db(self.store.inline_data, version.version_id)
+            info = version_info(version)
+            # Readers see one stripe holding the whole object (none when it is empty).
+            info.stripe_bytes, info.stripe_count = max(len(data), 1), 1 if data else 0
+            return pb.LocateResponse(info=info, inline_data=data)
         count = min(request.max_stripes or 1024, 1024)
         stripes = await self.db(self.store.stripes, version.version_id, request.first_stripe, count)
         self.membership.refresh()

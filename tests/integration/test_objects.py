@@ -13,6 +13,7 @@ import pytest
 from shoal.client import AsyncClient, Client, InvalidArgument, NotFound
 from shoal.client import async_client as async_client_module
 from shoal.client.cli.local_cluster import LocalCluster
+from shoal.client.inline import INLINE_MAX_BYTES
 from shoal.common.names import shard_id
 from tests.harness.cluster import TEST_SETTINGS, unique, wait_for
 
@@ -28,7 +29,9 @@ def test_round_trip_sizes(client: Client, bucket: str, size: int) -> None:
     data = os.urandom(size)
     info = client.put(bucket, "obj", data)
     assert (info.size, info.k, info.n) == (size, 4, 6)
-    assert info.stripe_count == -(-size // STRIPE)
+    # Buffers up to INLINE_MAX_BYTES are stored inline in the metadata (no stripes).
+    assert info.inline == (size <= INLINE_MAX_BYTES)
+    assert info.stripe_count == (0 if info.inline else -(-size // STRIPE))
     assert client.get(bucket, "obj") == data
     head = client.head(bucket, "obj")
     assert (head.bucket, head.key, head.size, head.etag) == (bucket, "obj", size, info.etag)

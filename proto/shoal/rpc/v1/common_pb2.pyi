@@ -132,6 +132,7 @@ class ObjectInfo(_message.Message):
     STRIPE_COUNT_FIELD_NUMBER: _builtins.int
     WRITE_QUORUM_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    INLINE_FIELD_NUMBER: _builtins.int
     bucket: _builtins.str
     key: _builtins.str
     size: _builtins.int
@@ -144,6 +145,8 @@ class ObjectInfo(_message.Message):
     stripe_bytes: _builtins.int
     stripe_count: _builtins.int
     write_quorum: _builtins.int
+    inline: _builtins.bool
+    """Small objects are stored inline in the coordinator's metadata (PutInline): no stripes."""
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Caller-supplied metadata stored atomically with the object (content type, S3 headers,
@@ -165,10 +168,11 @@ class ObjectInfo(_message.Message):
         stripe_count: _builtins.int = ...,
         write_quorum: _builtins.int = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        inline: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "created", b"created", "etag", b"etag", "k", b"k", "key", b"key", "metadata", b"metadata", "n", b"n", "size", b"size", "stripe_bytes", b"stripe_bytes", "stripe_count", b"stripe_count", "version_id", b"version_id", "write_quorum", b"write_quorum"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "created", b"created", "etag", b"etag", "inline", b"inline", "k", b"k", "key", b"key", "metadata", b"metadata", "n", b"n", "size", b"size", "stripe_bytes", b"stripe_bytes", "stripe_count", b"stripe_count", "version_id", b"version_id", "write_quorum", b"write_quorum"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -630,6 +630,85 @@ class CommitPutResponse(_message.Message):
 Global___CommitPutResponse: _TypeAlias = CommitPutResponse  # noqa: Y015
 
 @_typing.final
+class PutInlineRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    BUCKET_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    K_FIELD_NUMBER: _builtins.int
+    N_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    bucket: _builtins.str
+    key: _builtins.str
+    k: _builtins.int
+    """0 means the bucket's default (recorded; the bytes are not erasure-coded)."""
+    n: _builtins.int
+    data: _builtins.bytes
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        bucket: _builtins.str = ...,
+        key: _builtins.str = ...,
+        k: _builtins.int = ...,
+        n: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "data", b"data", "k", b"k", "key", b"key", "metadata", b"metadata", "n", b"n"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutInlineRequest: _TypeAlias = PutInlineRequest  # noqa: Y015
+
+@_typing.final
+class PutInlineResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    INFO_FIELD_NUMBER: _builtins.int
+    accepted: _builtins.bool
+    @_builtins.property
+    def info(self) -> _common_pb2.ObjectInfo: ...
+    def __init__(
+        self,
+        *,
+        accepted: _builtins.bool = ...,
+        info: _common_pb2.ObjectInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["info", b"info"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "info", b"info"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutInlineResponse: _TypeAlias = PutInlineResponse  # noqa: Y015
+
+@_typing.final
 class AbortPutRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -813,6 +892,9 @@ class LocateResponse(_message.Message):
 
     INFO_FIELD_NUMBER: _builtins.int
     STRIPES_FIELD_NUMBER: _builtins.int
+    INLINE_DATA_FIELD_NUMBER: _builtins.int
+    inline_data: _builtins.bytes
+    """The whole object when info.inline is set (then there are no stripes)."""
     @_builtins.property
     def info(self) -> _common_pb2.ObjectInfo: ...
     @_builtins.property
@@ -822,10 +904,11 @@ class LocateResponse(_message.Message):
         *,
         info: _common_pb2.ObjectInfo | None = ...,
         stripes: _abc.Iterable[_common_pb2.StripeLocation] | None = ...,
+        inline_data: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["info", b"info"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["info", b"info", "stripes", b"stripes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["info", b"info", "inline_data", b"inline_data", "stripes", b"stripes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

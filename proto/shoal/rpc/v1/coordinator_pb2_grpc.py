@@ -79,6 +79,11 @@ class CoordinatorStub:
                 request_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.CommitPutRequest.SerializeToString,
                 response_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.CommitPutResponse.FromString,
                 _registered_method=True)
+        self.PutInline = channel.unary_unary(
+                '/shoal.rpc.v1.Coordinator/PutInline',
+                request_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.PutInlineRequest.SerializeToString,
+                response_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.PutInlineResponse.FromString,
+                _registered_method=True)
         self.AbortPut = channel.unary_unary(
                 '/shoal.rpc.v1.Coordinator/AbortPut',
                 request_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.AbortPutRequest.SerializeToString,
@@ -202,6 +207,15 @@ class CoordinatorServicer:
 
     def CommitPut(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutInline(self, request, context):
+        """A small object in one call, stored in the metadata database itself (as durable as the
+        manifests of every other object). Declined (accepted = false) above the coordinator's
+        inline limit; the client then writes stripes as usual.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -336,6 +350,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.CommitPut,
                     request_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.CommitPutRequest.FromString,
                     response_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.CommitPutResponse.SerializeToString,
+            ),
+            'PutInline': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutInline,
+                    request_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.PutInlineRequest.FromString,
+                    response_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.PutInlineResponse.SerializeToString,
             ),
             'AbortPut': grpc.unary_unary_rpc_method_handler(
                     servicer.AbortPut,
@@ -646,6 +665,33 @@ class Coordinator:
             '/shoal.rpc.v1.Coordinator/CommitPut',
             shoal_dot_rpc_dot_v1_dot_coordinator__pb2.CommitPutRequest.SerializeToString,
             shoal_dot_rpc_dot_v1_dot_coordinator__pb2.CommitPutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutInline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.rpc.v1.Coordinator/PutInline',
+            shoal_dot_rpc_dot_v1_dot_coordinator__pb2.PutInlineRequest.SerializeToString,
+            shoal_dot_rpc_dot_v1_dot_coordinator__pb2.PutInlineResponse.FromString,
             options,
             channel_credentials,
             insecure,

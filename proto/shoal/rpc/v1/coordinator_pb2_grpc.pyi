@@ -43,6 +43,11 @@ class CoordinatorStub:
     PlaceStripes: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.PlaceStripesRequest, _coordinator_pb2.PlaceStripesResponse]
     ReportStripes: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ReportStripesRequest, _coordinator_pb2.ReportStripesResponse]
     CommitPut: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.CommitPutRequest, _coordinator_pb2.CommitPutResponse]
+    PutInline: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.PutInlineRequest, _coordinator_pb2.PutInlineResponse]
+    """A small object in one call, stored in the metadata database itself (as durable as the
+    manifests of every other object). Declined (accepted = false) above the coordinator's
+    inline limit; the client then writes stripes as usual.
+    """
     AbortPut: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.AbortPutRequest, _coordinator_pb2.AbortPutResponse]
     ComposeObject: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ComposeObjectRequest, _coordinator_pb2.ComposeObjectResponse]
     """Makes one new object whose stripes are the stripes of existing objects, in order, without
@@ -78,6 +83,11 @@ class CoordinatorAsyncStub(CoordinatorStub):
     PlaceStripes: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.PlaceStripesRequest, _coordinator_pb2.PlaceStripesResponse]  # type: ignore[assignment]
     ReportStripes: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ReportStripesRequest, _coordinator_pb2.ReportStripesResponse]  # type: ignore[assignment]
     CommitPut: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.CommitPutRequest, _coordinator_pb2.CommitPutResponse]  # type: ignore[assignment]
+    PutInline: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.PutInlineRequest, _coordinator_pb2.PutInlineResponse]  # type: ignore[assignment]
+    """A small object in one call, stored in the metadata database itself (as durable as the
+    manifests of every other object). Declined (accepted = false) above the coordinator's
+    inline limit; the client then writes stripes as usual.
+    """
     AbortPut: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.AbortPutRequest, _coordinator_pb2.AbortPutResponse]  # type: ignore[assignment]
     ComposeObject: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ComposeObjectRequest, _coordinator_pb2.ComposeObjectResponse]  # type: ignore[assignment]
     """Makes one new object whose stripes are the stripes of existing objects, in order, without
@@ -164,6 +174,17 @@ class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
         request: _coordinator_pb2.CommitPutRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_coordinator_pb2.CommitPutResponse, _abc.Awaitable[_coordinator_pb2.CommitPutResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PutInline(
+        self,
+        request: _coordinator_pb2.PutInlineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.PutInlineResponse, _abc.Awaitable[_coordinator_pb2.PutInlineResponse]]:
+        """A small object in one call, stored in the metadata database itself (as durable as the
+        manifests of every other object). Declined (accepted = false) above the coordinator's
+        inline limit; the client then writes stripes as usual.
+        """
 
     @_abc_1.abstractmethod
     def AbortPut(
