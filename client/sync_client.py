@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import io
 import os
 import threading
@@ -29,6 +30,7 @@ from shoal.client.types import BucketInfo, ObjectInfo, RepairErrorInfo
 from shoal.common.errors import ShoalError
 
 T = TypeVar("T")
+CLOSE_TIMEOUT_S = 5.0
 
 
 class Client:
@@ -72,13 +74,13 @@ class Client:
         self._thread.start()
         self._closed = False
 
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         if self._closed:
             coro.close()
             raise ShoalError("the client is closed")
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
-            return future.result()
+            return future.result(timeout)
         except BaseException:
             future.cancel()
             raise
@@ -109,12 +111,15 @@ class Client:
         """Close channels and stop the private event loop."""
         if self._closed:
             return
-        self._run(self._async.close())
-        self._run(self._loop.shutdown_asyncgens())
+        # Bounded: closing after an interrupted call (Ctrl-C) must not hang the program.
+        with contextlib.suppress(TimeoutError):
+            self._run(self._async.close(), timeout=CLOSE_TIMEOUT_S)
+            self._run(self._loop.shutdown_asyncgens(), timeout=CLOSE_TIMEOUT_S)
         self._closed = True
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        self._loop.close()
+        self._thread.join(timeout=CLOSE_TIMEOUT_S)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     def create_bucket(
         self,
