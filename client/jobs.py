@@ -19,7 +19,7 @@ from typing import Any
 
 import cloudpickle
 
-from shoal.common.errors import InvalidArgument, JobCancelled, JobFailed, NotFound
+from shoal.common.errors import InvalidArgument, JobCancelled, JobFailed, NotFound, ShoalError
 from shoal.common.jobspec import (
     INTERNAL_BUCKET,
     MAX_PARTITIONS,
@@ -32,6 +32,8 @@ from shoal.rpc.v1 import jobs_pb2 as pb
 
 JobsCall = Callable[[str, Any], Awaitable[Any]]
 TERMINAL = ("succeeded", "failed", "cancelled")
+# One WaitJob long poll lasts at most this long (and at most half the client's RPC timeout).
+WAIT_POLL_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -297,6 +299,7 @@ class AsyncJob:
         self._client = client
         self._output = output
         self._partitions = partitions
+        self._long_poll = True  # False once the coordinator turned out not to have WaitJob
 
     def __repr__(self) -> str:
         return f"AsyncJob({self.id!r}, kind={self.kind!r})"
@@ -312,22 +315,48 @@ class AsyncJob:
 
     async def wait(self, timeout: float | None = None) -> JobStatus:
         """Wait until the job ends; TimeoutError after `timeout` seconds."""
+        return JobStatus.from_proto((await self._wait(timeout, include_results=False)).job)
+
+    async def _wait(self, timeout: float | None, *, include_results: bool) -> pb.WaitJobResponse:
+        """WaitJob long polls until the job ends (the answer comes as soon as it does), with
+        the results inline when asked and small enough; polls GetJob on older coordinators."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        budget = min(WAIT_POLL_S, getattr(self._client, "rpc_timeout_s", 30.0) / 2)
         delay = 0.005
         while True:
-            status = await self.status()
-            if status.done:
-                return status
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            poll = budget if left is None else min(left, budget)
+            if self._long_poll:
+                try:
+                    reply: pb.WaitJobResponse = await self._call(
+                        "WaitJob",
+                        pb.WaitJobRequest(
+                            job_id=self.id, timeout_s=poll, include_results=include_results
+                        ),
+                    )
+                except ShoalError as exc:
+                    if type(exc) is not ShoalError or not str(exc).startswith("unimplemented"):
+                        raise
+                    self._long_poll = False
+                    continue
+            else:
+                status = await self._call("GetJob", pb.GetJobRequest(job_id=self.id))
+                reply = pb.WaitJobResponse(job=status.job)
+                if reply.job.state not in TERMINAL and poll > 0:
+                    await asyncio.sleep(min(delay, poll))
+                    delay = min(delay * 1.5, 0.25)
+            if reply.job.state in TERMINAL:
+                return reply
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"job {self.id} still {status.state} after {timeout}s")
-            pause = delay if deadline is None else min(delay, max(deadline - time.monotonic(), 0))
-            await asyncio.sleep(pause)
-            delay = min(delay * 1.5, 0.25)
+                raise TimeoutError(f"job {self.id} still {reply.job.state} after {timeout}s")
 
-    async def _check(self, timeout: float | None) -> None:
-        status = await self.wait(timeout)
+    async def _check(
+        self, timeout: float | None, *, include_results: bool = False
+    ) -> pb.WaitJobResponse:
+        reply = await self._wait(timeout, include_results=include_results)
+        status = JobStatus.from_proto(reply.job)
         if status.state == "succeeded":
-            return
+            return reply
         if status.state == "cancelled":
             raise JobCancelled(f"job {self.id} was cancelled", job_id=self.id)
         raise JobFailed(
@@ -342,10 +371,13 @@ class AsyncJob:
         """submit: the return value; map: the list of results in input order; map_reduce: an
         async iterator of (key, value) over all partitions. Raises JobFailed with the remote
         traceback if a task failed."""
-        await self._check(timeout)
+        reply = await self._check(timeout, include_results=self.kind != "map_reduce")
         if self.kind == "map_reduce":
             return self._pairs()
-        tasks = await self._results()
+        if reply.results_included:
+            tasks = sorted(reply.tasks, key=lambda t: t.index)
+        else:
+            tasks = await self._results()
         if self.kind == "submit":
             return cloudpickle.loads(tasks[0].result)
         out: list[Any] = []
@@ -354,13 +386,19 @@ class AsyncJob:
         return out
 
     async def _pairs(self) -> AsyncIterator[tuple[Any, Any]]:
+        async for batch in self._pair_batches():
+            for pair in batch:
+                yield pair
+
+    async def _pair_batches(self) -> AsyncIterator[list[tuple[Any, Any]]]:
+        """A map-reduce job's (key, value) pairs, one list per reduce partition (the sync
+        client crosses threads once per partition, not once per pair)."""
         for partition in range(self._partitions or (await self._partition_count())):
             if self._output is not None:
                 bucket, prefix = self._output
                 data = await self._client.get(bucket, output_key(prefix, partition))
-                for line in data.decode().splitlines():
-                    record = json.loads(line)
-                    yield record["key"], record["value"]
+                records = map(json.loads, data.decode().splitlines())
+                yield [(record["key"], record["value"]) for record in records]
             else:
                 try:
                     data = await self._client.get(
@@ -368,8 +406,7 @@ class AsyncJob:
                     )
                 except NotFound:
                     continue
-                for pair in pickle.loads(data):
-                    yield pair
+                yield list(pickle.loads(data))
 
     async def _partition_count(self) -> int:
         return sum(1 for t in await self._results() if t.phase == "reduce")

@@ -333,10 +333,12 @@ class Job:
 
     def result(self, timeout: float | None = None) -> Any:
         """submit: the value; map: the list of results; map_reduce: an iterator of (key, value)."""
-        value = self._client._run(self._job.result(timeout))
         if self.kind == "map_reduce":
-            return self._client._iterate(value)
-        return value
+            self._client._run(self._job._check(timeout))
+            # One hop to the client's loop per reduce partition, not per pair.
+            batches = self._client._iterate(self._job._pair_batches())
+            return (pair for batch in batches for pair in batch)
+        return self._client._run(self._job.result(timeout))
 
     def cancel(self) -> JobStatus:
         """Stop the job."""

@@ -1,7 +1,30 @@
 """JobsServicer: the Jobs RPCs. Validates, asks the Scheduler, persists what changed.
 
-Jobs live in memory (the Scheduler) and in SQLite (JobStore); persistence runs on the
-metadata thread. Map-reduce intermediates are removed when a job ends.
+Jobs live in memory (the Scheduler) and in SQLite (JobStore, written by a group-committing
+JobWriter on the metadata thread). Map-reduce intermediates are removed when a job ends.
+
+What is on disk before an RPC answers ("written": committed to the SQLite WAL, which survives
+a crash of the coordinator process; "fsynced": also on stable storage, surviving a crash of
+the machine; commits are ordered and an fsync covers every earlier commit):
+
+- CompleteTask(s), and completions carried by LeaseTasks: the completion (result, state, and
+  the job's end if it ended), fsynced, before the worker's acknowledgement; a worker keeps
+  and resends a completion until then.
+- GetJob, WaitJob, ListJobs, GetTaskResults first wait until every change made so far is
+  committed (fsynced where it had to be), so a client never observes a completion, a job's
+  end or a cancellation that any crash could take back.
+- CancelJob: the cancellation, fsynced.
+- SubmitJob: the job and all its tasks, written, before the job id is returned; the next
+  fsynced commit (at the latest its first task's completion) makes them durable. A machine
+  crash in between loses the submission, and the client finds no job with that id (nothing
+  of it can have been observed: no completion is durable before the submission is).
+- LeaseTasks: who runs which attempt, written, before the assignments are returned, so a
+  task running through a coordinator restart is adopted by its worker, not run twice. A
+  machine crash may forget it, and the task may then run once more (tasks are at-least-once
+  anyway). Requeues after a lost lease are written the same way.
+
+Long polls: LeaseTasks (wait_s) waits for runnable work and WaitJob for the job's end, both
+woken by the events that change them instead of being polled.
 """
 
 from __future__ import annotations
@@ -11,7 +34,7 @@ import logging
 import statistics
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import grpc.aio
@@ -28,7 +51,7 @@ from shoal.common.lifecycle import sleep_or_shutdown
 from shoal.common.rpc import PROTOCOL_VERSION, unary
 from shoal.coordinator import metrics
 from shoal.coordinator.config import CoordinatorConfig
-from shoal.coordinator.job_store import JobStore
+from shoal.coordinator.job_store import JobStore, JobWriter
 from shoal.coordinator.membership import Membership
 from shoal.coordinator.metadata import MetadataStore
 from shoal.coordinator.scheduler import (
@@ -42,6 +65,7 @@ from shoal.coordinator.scheduler import (
     Scheduler,
     Task,
     Worker,
+    shown_state,
 )
 from shoal.rpc.v1 import jobs_pb2 as pb
 from shoal.rpc.v1 import jobs_pb2_grpc as pb_grpc
@@ -52,6 +76,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 DbCall = Callable[..., Awaitable[Any]]
 MAX_PROGRAM_BYTES = 64 * 1024 * 1024
 EXPIRY_INTERVAL_S = 0.5
+MAX_LEASE_WAIT_S = 2.0  # longest LeaseTasks long poll
+MAX_JOB_WAIT_S = 10.0  # longest WaitJob long poll
+MAX_INLINE_RESULTS_BYTES = 16 * 1024 * 1024  # results WaitJob returns inline, at most
 
 
 class JobsServicer(pb_grpc.JobsServicer):
@@ -71,16 +98,58 @@ class JobsServicer(pb_grpc.JobsServicer):
         self.membership = membership
         self.db = db
         self.scheduler = Scheduler(config.lease_timeout)
+        self.writer = JobWriter(jobs, db)
+        # LeaseTasks long polls waiting for work: resolved when work may have become leasable.
+        self._lease_waiters: list[asyncio.Future[None]] = []
+        # Per job with a WaitJob waiting: set when the job ends.
+        self._ended: dict[str, asyncio.Event] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     async def load(self) -> None:
         for job in await self.db(self.job_store.load):
+            self.writer.known(job)
             self.scheduler.add_job(job)
             for task in job.tasks.values():
                 if task.state == RUNNING:
                     self.scheduler.restore_running(task)
 
-    async def _save(self, job: Job, tasks: Sequence[Task]) -> None:
-        await self.db(self.job_store.save, job, list(tasks))
+    async def _save(self, job: Job, tasks: Sequence[Task], *, durable: bool = True) -> None:
+        await self.writer.save(job, tasks, durable=durable)
+
+    def _wake_workers(self) -> None:
+        """Work may be leasable now (new tasks, requeued ones, freed resources)."""
+        waiters, self._lease_waiters = self._lease_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _wait_for_work(self, seconds: float) -> None:
+        """Sleep until `_wake_workers` (or `seconds` pass)."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._lease_waiters.append(waiter)
+        timer = loop.call_later(seconds, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+
+    def _job_ended(self, job: Job) -> None:
+        """Wake WaitJob calls of a job that reached a final state."""
+        event = self._ended.pop(job.job_id, None)
+        if event is not None:
+            event.set()
+
+    def _in_background(self, coro: Awaitable[None], what: str) -> None:
+        async def run() -> None:
+            try:
+                await coro
+            except Exception:
+                log.exception("%s failed", what)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _job(self, job_id: str) -> Job:
         job = self.scheduler.jobs.get(job_id)
@@ -202,8 +271,14 @@ class JobsServicer(pb_grpc.JobsServicer):
                 f"task {t.phase}-{t.index} needs {t.cpus:g} cpus and "
                 f"{t.memory} bytes of memory; no worker declares that much"
             )
+        # Leasable at once: its tasks' leases are committed with or after the submission.
         self.scheduler.add_job(job)
-        await self._save(job, list(job.tasks.values()))
+        self._wake_workers()
+        try:
+            await self._save(job, list(job.tasks.values()), durable=False)
+        except Exception:  # not stored: it must not run
+            self.scheduler.cancel(job_id)
+            raise
         metrics.record_job_submitted(job.kind)
         log.info(
             "job submitted",
@@ -226,7 +301,7 @@ class JobsServicer(pb_grpc.JobsServicer):
     def job_info(self, job: Job) -> pb.JobInfo:
         counts = {state: 0 for state in (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED)}
         for task in job.tasks.values():
-            counts[task.state] += 1
+            counts[shown_state(task)] += 1
         maps = [t for t in job.tasks.values() if t.kind == "mr_map" and t.state == SUCCEEDED]
         progress = job.progress()
         elapsed = (job.finished or time.time()) - job.started if job.started else 0.0
@@ -255,10 +330,31 @@ class JobsServicer(pb_grpc.JobsServicer):
 
     @unary
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:
-        return pb.GetJobResponse(job=self.job_info(self._job(request.job_id)))
+        job = self._job(request.job_id)
+        await self.writer.barrier()
+        return pb.GetJobResponse(job=self.job_info(job))
+
+    @unary
+    async def WaitJob(self, request: pb.WaitJobRequest, context: Context) -> pb.WaitJobResponse:
+        job = self._job(request.job_id)
+        if job.state not in FINISHED and request.timeout_s > 0:
+            ended = self._ended.setdefault(job.job_id, asyncio.Event())
+            try:
+                await asyncio.wait_for(ended.wait(), min(request.timeout_s, MAX_JOB_WAIT_S))
+            except TimeoutError:
+                pass
+        await self.writer.barrier()
+        reply = pb.WaitJobResponse(job=self.job_info(job))
+        if request.include_results and job.state == SUCCEEDED and job.kind != "map_reduce":
+            size = sum(len(t.result) for t in job.tasks.values())
+            if size <= MAX_INLINE_RESULTS_BYTES:
+                reply.tasks.extend(self._task_results(job.tasks.values(), failed_only=False))
+                reply.results_included = True
+        return reply
 
     @unary
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
+        await self.writer.barrier()
         jobs = sorted(self.scheduler.jobs.values(), key=lambda j: j.created, reverse=True)
         if request.active_only:
             jobs = [j for j in jobs if j.state not in FINISHED]
@@ -274,6 +370,7 @@ class JobsServicer(pb_grpc.JobsServicer):
         if not was_finished:
             metrics.record_job_finished(job)
         await self._save(job, changed)
+        self._job_ended(job)
         await self._cleanup(job)
         log.info("job cancelled", extra={"job_id": job.job_id})
         return pb.CancelJobResponse(job=self.job_info(job))
@@ -283,24 +380,29 @@ class JobsServicer(pb_grpc.JobsServicer):
         self, request: pb.GetTaskResultsRequest, context: Context
     ) -> pb.GetTaskResultsResponse:
         job = self._job(request.job_id)
-        tasks = sorted(job.tasks.values(), key=lambda t: (t.phase, t.index))
-        if request.failed_only:
-            tasks = [t for t in tasks if t.error]
+        await self.writer.barrier()
         return pb.GetTaskResultsResponse(
-            tasks=[
-                pb.TaskResult(
-                    index=t.index,
-                    phase=t.phase,
-                    state=t.state,
-                    result=b"" if request.failed_only else t.result,
-                    error=t.error,
-                    worker_id=t.worker_id,
-                    attempts=t.attempts_started,
-                    stderr=t.stderr,
-                )
-                for t in tasks
-            ]
+            tasks=self._task_results(job.tasks.values(), failed_only=request.failed_only)
         )
+
+    @staticmethod
+    def _task_results(tasks: Iterable[Task], *, failed_only: bool) -> list[pb.TaskResult]:
+        ordered = sorted(tasks, key=lambda t: (t.phase, t.index))
+        if failed_only:
+            ordered = [t for t in ordered if t.error]
+        return [
+            pb.TaskResult(
+                index=t.index,
+                phase=t.phase,
+                state=t.state,
+                result=b"" if failed_only else t.result,
+                error=t.error,
+                worker_id=t.worker_id,
+                attempts=t.attempts_started,
+                stderr=t.stderr,
+            )
+            for t in ordered
+        ]
 
     # Workers -------------------------------------------------------------------------------
 
@@ -340,9 +442,12 @@ class JobsServicer(pb_grpc.JobsServicer):
         running = [
             ((p.job_id, p.phase, p.index), p.attempt, p.done, p.total) for p in request.running
         ]
-        cancel = self.scheduler.heartbeat(request.worker_id, running)
+        queued = {((p.job_id, p.phase, p.index), p.attempt) for p in request.running if p.queued}
+        cancel = self.scheduler.heartbeat(request.worker_id, running, queued)
         if cancel is None:
             return pb.WorkerHeartbeatResponse(reregister=True)
+        if cancel:
+            self._wake_workers()  # the dropped attempts' resources are free
         return pb.WorkerHeartbeatResponse(
             cancel=[
                 pb.TaskProgress(job_id=k[0], phase=k[1], index=k[2], attempt=n) for k, n in cancel
@@ -353,16 +458,51 @@ class JobsServicer(pb_grpc.JobsServicer):
     async def LeaseTasks(
         self, request: pb.LeaseTasksRequest, context: Context
     ) -> pb.LeaseTasksResponse:
-        leases = self.scheduler.lease(
-            request.worker_id, request.free_cpus, request.free_memory_bytes, request.max_tasks or 1
-        )
+        """Apply the completions it carries, then lease up to max_tasks attempts; with wait_s,
+        wait (bounded) until there are some. Answers once the completions are durable."""
+        if request.worker_id not in self.scheduler.workers:
+            return pb.LeaseTasksResponse(reregister=True)
+        # Made durable while this call leases or waits (started now: it writes in the
+        # background, and the reply waits for it).
+        accepted, persisted = self._apply_completions(request.worker_id, request.completed)
+        persisting = asyncio.ensure_future(persisted)
+        try:
+            reply = await self._lease(request)
+        finally:
+            await persisting
+        reply.accepted.extend(accepted)
+        return reply
+
+    async def _lease(self, request: pb.LeaseTasksRequest) -> pb.LeaseTasksResponse:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(max(request.wait_s, 0.0), MAX_LEASE_WAIT_S)
+        while True:
+            if request.worker_id not in self.scheduler.workers:
+                return pb.LeaseTasksResponse(reregister=True)
+            leases = self.scheduler.lease(
+                request.worker_id,
+                request.free_cpus,
+                request.free_memory_bytes,
+                request.max_tasks or 1,
+                request.prefetch,
+            )
+            remaining = deadline - loop.time()
+            if leases or remaining <= 0:
+                break
+            await self._wait_for_work(remaining)
+        if not leases:
+            return pb.LeaseTasksResponse()
         metrics.record_attempts_started(lease.backup for lease in leases)
         # Persist who runs what, so a coordinator restart neither forgets nor reruns it.
         by_job: dict[str, list[Task]] = {}
         for lease in leases:
             by_job.setdefault(lease.task.job_id, []).append(lease.task)
-        for job_id, tasks in by_job.items():
-            await self._save(self.scheduler.jobs[job_id], tasks)
+        await self.writer.save_many(
+            ((self.scheduler.jobs[job_id], tasks) for job_id, tasks in by_job.items()),
+            durable=False,
+        )
+        has_program = set(request.cached_programs)
+        map_tasks = {job_id: self.scheduler.phase_count(job_id, "map") for job_id in by_job}
         out = []
         for lease in leases:
             task = lease.task
@@ -374,51 +514,95 @@ class JobsServicer(pb_grpc.JobsServicer):
                     phase=task.phase,
                     attempt=lease.attempt,
                     kind=task.kind,
-                    program=job.program,
+                    program=b"" if job.job_id in has_program else job.program,
                     payload=task.payload,
                     progress_total=task.progress_total,
                     cpus=task.cpus,
                     memory_bytes=task.memory,
-                    map_tasks=len(job.phase_tasks("map")),
+                    map_tasks=map_tasks[task.job_id],
                     input_bucket=task.input_bucket,
                     input_key=task.input_key,
                 )
             )
+            if request.program_once:
+                has_program.add(job.job_id)
         return pb.LeaseTasksResponse(tasks=out)
 
     @unary
     async def CompleteTask(
         self, request: pb.CompleteTaskRequest, context: Context
     ) -> pb.CompleteTaskResponse:
-        key = (request.job_id, request.phase, request.index)
-        started = self._attempt_started(key, request.attempt)
-        outcome = self.scheduler.complete(
-            request.worker_id,
-            key,
-            request.attempt,
-            ok=request.ok,
-            result=bytes(request.result),
-            error=request.error,
-            user_error=request.user_error,
-            stderr=request.stderr,
-            partition_bytes=tuple(request.partition_bytes),
+        (accepted,) = await self._complete(request.worker_id, [request])
+        return pb.CompleteTaskResponse(accepted=accepted)
+
+    @unary
+    async def CompleteTasks(
+        self, request: pb.CompleteTasksRequest, context: Context
+    ) -> pb.CompleteTasksResponse:
+        return pb.CompleteTasksResponse(
+            accepted=await self._complete(request.worker_id, list(request.tasks))
         )
-        if not outcome.accepted:
-            metrics.record_task_attempt("stale")
-        else:
-            attempt_outcome = (
-                "succeeded" if request.ok else "error" if request.user_error else "failed"
+
+    async def _complete(self, worker_id: str, requests: list[pb.CompleteTaskRequest]) -> list[bool]:
+        """Apply completions, commit them (fsynced) in one transaction, then acknowledge."""
+        accepted, persisted = self._apply_completions(worker_id, requests)
+        await persisted
+        return accepted
+
+    def _apply_completions(
+        self, worker_id: str, requests: Sequence[pb.CompleteTaskRequest]
+    ) -> tuple[list[bool], Awaitable[None]]:
+        """Apply completions to the scheduler now; returns whether each was accepted and an
+        awaitable that is done once they are durable (and their jobs' ends announced)."""
+        accepted: list[bool] = []
+        changed: dict[str, list[Task]] = {}
+        ended: list[Job] = []
+        for request in requests:
+            key = (request.job_id, request.phase, request.index)
+            started = self._attempt_started(key, request.attempt)
+            outcome = self.scheduler.complete(
+                worker_id,
+                key,
+                request.attempt,
+                ok=request.ok,
+                result=bytes(request.result),
+                error=request.error,
+                user_error=request.user_error,
+                stderr=request.stderr,
+                partition_bytes=tuple(request.partition_bytes),
+                returned=request.returned,
+                run_s=request.run_s,
             )
-            metrics.record_task_attempt(attempt_outcome, time.time() - started if started else None)
-        if outcome.changed:
-            job = self.scheduler.jobs[request.job_id]
+            accepted.append(outcome.accepted)
+            if not outcome.accepted:
+                metrics.record_task_attempt("stale")
+            elif not request.returned:
+                attempt_outcome = (
+                    "succeeded" if request.ok else "error" if request.user_error else "failed"
+                )
+                metrics.record_task_attempt(
+                    attempt_outcome, time.time() - started if started else None
+                )
+            if outcome.changed:
+                changed.setdefault(request.job_id, []).extend(outcome.changed)
             if outcome.job_finished:
+                job = self.scheduler.jobs[request.job_id]
                 metrics.record_job_finished(job)
-            await self._save(job, outcome.changed)
-            if outcome.job_finished:
-                log.info("job finished", extra={"job_id": job.job_id, "state": job.state})
-                await self._cleanup(job)
-        return pb.CompleteTaskResponse(accepted=outcome.accepted)
+                ended.append(job)
+        if requests:
+            self._wake_workers()  # resources freed, tasks requeued, reduce phases opened
+        return accepted, self._persist_completions(changed, ended)
+
+    async def _persist_completions(self, changed: dict[str, list[Task]], ended: list[Job]) -> None:
+        if changed:
+            await self.writer.save_many(
+                ((self.scheduler.jobs[job_id], tasks) for job_id, tasks in changed.items()),
+                durable=True,
+            )
+        for job in ended:
+            log.info("job finished", extra={"job_id": job.job_id, "state": job.state})
+            self._job_ended(job)
+            self._in_background(self._cleanup(job), "removing map outputs")
 
     def _attempt_started(self, key: tuple[str, str, int], number: int) -> float:
         """When attempt `number` of task `key` was leased (wall time); 0.0 if unknown."""
@@ -455,6 +639,8 @@ class JobsServicer(pb_grpc.JobsServicer):
             by_job: dict[str, list[Task]] = {}
             for task in changed:
                 by_job.setdefault(task.job_id, []).append(task)
+            if by_job:
+                self._wake_workers()
             for job_id, tasks in by_job.items():
                 job = self.scheduler.jobs[job_id]
                 log.info(
@@ -463,8 +649,9 @@ class JobsServicer(pb_grpc.JobsServicer):
                 )
                 if job.state in FINISHED:
                     metrics.record_job_finished(job)
-                await self._save(job, tasks)
+                await self._save(job, tasks, durable=job.state in FINISHED)
                 if job.state in FINISHED:
+                    self._job_ended(job)
                     await self._cleanup(job)
 
     def median_task_seconds(self) -> float:
@@ -475,3 +662,8 @@ class JobsServicer(pb_grpc.JobsServicer):
             if t.state == SUCCEEDED and t.started
         ]
         return statistics.median(durations) if durations else 0.0
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -1,9 +1,12 @@
 """The code that runs inside a worker's task processes.
 
 Each slot process loops: receive a task over its pipe, run it, send progress messages while it
-runs and one result message at the end. User code exceptions come back with their traceback
-and `user_error=True`; failures reading or writing Shoal come back with `user_error=False` so
-the coordinator retries them elsewhere.
+runs and one result message at the end. A job's program is unpickled once per process and
+kept by job id (the worker sends it with the first task of the job only), so module globals
+of by-value functions live as long as the process, as in any long-lived worker.
+
+User code exceptions come back with their traceback and `user_error=True`; failures reading or
+writing Shoal come back with `user_error=False` so the coordinator retries them elsewhere.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ _coordinator = ""
 _transport: Transport | None = None
 _client: Any = None
 _last_progress = 0.0
+_programs: dict[str, dict[str, Any]] = {}  # job id -> unpickled program
 
 
 class UserCodeError(Exception):
@@ -156,7 +160,8 @@ def run_map_chunk(program: dict[str, Any], payload: bytes) -> bytes:
     results = []
     for i, item in enumerate(items):
         results.append(_user(fn, item))
-        report_progress(i + 1, len(items))
+        if i + 1 < len(items):  # the result itself reports the last one
+            report_progress(i + 1, len(items))
     return bytes(cloudpickle.dumps(results))
 
 
@@ -233,6 +238,19 @@ def run_reduce(program: dict[str, Any], task: dict[str, Any]) -> bytes:
     return b""
 
 
+def _program(task: dict[str, Any]) -> dict[str, Any]:
+    """The task's job program: unpickled from the task if it carries one, else cached."""
+    if task.get("reset_programs"):
+        _programs.clear()
+    job_id = task["job_id"]
+    if task.get("program") is not None:
+        _programs[job_id] = cloudpickle.loads(task["program"])
+    program = _programs.get(job_id)
+    if program is None:
+        raise RuntimeError(f"the program of job {job_id} was never sent to this task process")
+    return program
+
+
 def execute(task: dict[str, Any]) -> dict[str, Any]:
     """Run one task; never raises."""
     stderr = io.StringIO()
@@ -245,7 +263,7 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
     }
     try:
         with contextlib.redirect_stderr(stderr):
-            program = cloudpickle.loads(task["program"])
+            program = _program(task)
             kind = task["kind"]
             if kind == "call":
                 reply["result"] = run_call(program, task["payload"])
@@ -263,6 +281,7 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
     except Exception:
         reply["error"] = traceback.format_exc()
     reply["stderr"] = stderr.getvalue()[-MAX_STDERR:]
+    reply["has_program"] = task["job_id"] in _programs
     return reply
 
 

@@ -56,9 +56,18 @@ def make_corpus(objects: int, words_per_object: int, seed: int) -> dict[str, byt
     return corpus
 
 
-def put_corpus(client: Client, bucket: str, corpus: dict[str, bytes], prefix: str = "") -> None:
+def put_corpus(
+    client: Client,
+    bucket: str,
+    corpus: dict[str, bytes],
+    prefix: str = "",
+    *,
+    striped: bool = False,
+) -> None:
+    """Store the corpus; `striped` streams each text so even small ones are erasure-coded
+    onto nodes (small buffers would be stored inline in the metadata, on no node)."""
     for key, data in corpus.items():
-        client.put(bucket, prefix + key, data)
+        client.put(bucket, prefix + key, iter([data]) if striped else data)
 
 
 def expected_counts(corpus: dict[str, bytes]) -> Counter[str]:

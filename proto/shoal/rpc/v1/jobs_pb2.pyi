@@ -466,6 +466,63 @@ class GetTaskResultsResponse(_message.Message):
 Global___GetTaskResultsResponse: _TypeAlias = GetTaskResultsResponse  # noqa: Y015
 
 @_typing.final
+class WaitJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    INCLUDE_RESULTS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    timeout_s: _builtins.float
+    """How long to wait for the job to end; the coordinator caps it (at 10 s)."""
+    include_results: _builtins.bool
+    """Return the task results (as GetTaskResults) once a submit or map job has succeeded,
+    when they are small enough to travel in one reply.
+    """
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        timeout_s: _builtins.float = ...,
+        include_results: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_results", b"include_results", "job_id", b"job_id", "timeout_s", b"timeout_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitJobRequest: _TypeAlias = WaitJobRequest  # noqa: Y015
+
+@_typing.final
+class WaitJobResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    RESULTS_INCLUDED_FIELD_NUMBER: _builtins.int
+    TASKS_FIELD_NUMBER: _builtins.int
+    results_included: _builtins.bool
+    """Set when the results are in `tasks`; otherwise ask GetTaskResults."""
+    @_builtins.property
+    def job(self) -> Global___JobInfo: ...
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskResult]: ...
+    def __init__(
+        self,
+        *,
+        job: Global___JobInfo | None = ...,
+        results_included: _builtins.bool = ...,
+        tasks: _abc.Iterable[Global___TaskResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "results_included", b"results_included", "tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitJobResponse: _TypeAlias = WaitJobResponse  # noqa: Y015
+
+@_typing.final
 class RegisterWorkerRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -531,12 +588,15 @@ class TaskProgress(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     DONE_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     index: _builtins.int
     phase: _builtins.str
     attempt: _builtins.int
     done: _builtins.int
     total: _builtins.int
+    queued: _builtins.bool
+    """Held by the worker in its queue, not started yet (prefetched)."""
     def __init__(
         self,
         *,
@@ -546,10 +606,11 @@ class TaskProgress(_message.Message):
         attempt: _builtins.int = ...,
         done: _builtins.int = ...,
         total: _builtins.int = ...,
+        queued: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "done", b"done", "index", b"index", "job_id", b"job_id", "phase", b"phase", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "done", b"done", "index", b"index", "job_id", b"job_id", "phase", b"phase", "queued", b"queued", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -667,10 +728,33 @@ class LeaseTasksRequest(_message.Message):
     FREE_CPUS_FIELD_NUMBER: _builtins.int
     FREE_MEMORY_BYTES_FIELD_NUMBER: _builtins.int
     MAX_TASKS_FIELD_NUMBER: _builtins.int
+    WAIT_S_FIELD_NUMBER: _builtins.int
+    PREFETCH_FIELD_NUMBER: _builtins.int
+    CACHED_PROGRAMS_FIELD_NUMBER: _builtins.int
+    PROGRAM_ONCE_FIELD_NUMBER: _builtins.int
+    COMPLETED_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     free_cpus: _builtins.float
     free_memory_bytes: _builtins.int
     max_tasks: _builtins.int
+    wait_s: _builtins.float
+    """Long poll: when no task is runnable, wait up to this many seconds for one (capped at 2 s)."""
+    prefetch: _builtins.float
+    """Cpus of short tasks the worker would queue beyond its free resources (started as soon as
+    a slot frees); the coordinator prefetches only jobs whose tasks are short.
+    """
+    program_once: _builtins.bool
+    """The worker keeps the programs it receives: send each job's program at most once per reply."""
+    @_builtins.property
+    def cached_programs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Jobs whose program the worker holds: their assignments come with an empty program."""
+
+    @_builtins.property
+    def completed(self) -> _containers.RepeatedCompositeFieldContainer[Global___CompleteTaskRequest]:
+        """Completions reported with this call (as CompleteTasks): applied before leasing, and
+        durable before the reply, which acknowledges them in `accepted`.
+        """
+
     def __init__(
         self,
         *,
@@ -678,10 +762,15 @@ class LeaseTasksRequest(_message.Message):
         free_cpus: _builtins.float = ...,
         free_memory_bytes: _builtins.int = ...,
         max_tasks: _builtins.int = ...,
+        wait_s: _builtins.float = ...,
+        prefetch: _builtins.float = ...,
+        cached_programs: _abc.Iterable[_builtins.str] | None = ...,
+        program_once: _builtins.bool = ...,
+        completed: _abc.Iterable[Global___CompleteTaskRequest] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["free_cpus", b"free_cpus", "free_memory_bytes", b"free_memory_bytes", "max_tasks", b"max_tasks", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_programs", b"cached_programs", "completed", b"completed", "free_cpus", b"free_cpus", "free_memory_bytes", b"free_memory_bytes", "max_tasks", b"max_tasks", "prefetch", b"prefetch", "program_once", b"program_once", "wait_s", b"wait_s", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -692,16 +781,30 @@ class LeaseTasksResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TASKS_FIELD_NUMBER: _builtins.int
+    REREGISTER_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    reregister: _builtins.bool
+    """The coordinator does not know this worker (it restarted): register again."""
     @_builtins.property
-    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Assignment]: ...
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Assignment]:
+        """An assignment's program is empty when the worker holds it (cached_programs) or, with
+        program_once, when an earlier assignment of this reply carries it.
+        """
+
+    @_builtins.property
+    def accepted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]:
+        """One per request.completed, in order: as CompleteTasksResponse.accepted."""
+
     def __init__(
         self,
         *,
         tasks: _abc.Iterable[Global___Assignment] | None = ...,
+        reregister: _builtins.bool = ...,
+        accepted: _abc.Iterable[_builtins.bool] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tasks", b"tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "reregister", b"reregister", "tasks", b"tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -722,6 +825,8 @@ class CompleteTaskRequest(_message.Message):
     USER_ERROR_FIELD_NUMBER: _builtins.int
     STDERR_FIELD_NUMBER: _builtins.int
     PARTITION_BYTES_FIELD_NUMBER: _builtins.int
+    RETURNED_FIELD_NUMBER: _builtins.int
+    RUN_S_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     job_id: _builtins.str
     index: _builtins.int
@@ -735,6 +840,12 @@ class CompleteTaskRequest(_message.Message):
     infrastructure failures (retried up to max_attempts).
     """
     stderr: _builtins.str
+    returned: _builtins.bool
+    """The worker never started this attempt (it was queued when the worker shut down): the
+    task is pending again and no attempt is counted.
+    """
+    run_s: _builtins.float
+    """Seconds the attempt ran in its slot (not counting time queued on the worker)."""
     @_builtins.property
     def partition_bytes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """mr_map: bytes written per partition (the reduce inputs)."""
@@ -753,10 +864,12 @@ class CompleteTaskRequest(_message.Message):
         user_error: _builtins.bool = ...,
         stderr: _builtins.str = ...,
         partition_bytes: _abc.Iterable[_builtins.int] | None = ...,
+        returned: _builtins.bool = ...,
+        run_s: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "index", b"index", "job_id", b"job_id", "ok", b"ok", "partition_bytes", b"partition_bytes", "phase", b"phase", "result", b"result", "stderr", b"stderr", "user_error", b"user_error", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "index", b"index", "job_id", b"job_id", "ok", b"ok", "partition_bytes", b"partition_bytes", "phase", b"phase", "result", b"result", "returned", b"returned", "run_s", b"run_s", "stderr", b"stderr", "user_error", b"user_error", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -781,3 +894,50 @@ class CompleteTaskResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CompleteTaskResponse: _TypeAlias = CompleteTaskResponse  # noqa: Y015
+
+@_typing.final
+class CompleteTasksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    TASKS_FIELD_NUMBER: _builtins.int
+    worker_id: _builtins.str
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___CompleteTaskRequest]:
+        """Their worker_id fields are ignored."""
+
+    def __init__(
+        self,
+        *,
+        worker_id: _builtins.str = ...,
+        tasks: _abc.Iterable[Global___CompleteTaskRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tasks", b"tasks", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteTasksRequest: _TypeAlias = CompleteTasksRequest  # noqa: Y015
+
+@_typing.final
+class CompleteTasksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def accepted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]:
+        """One per task, in order: as CompleteTaskResponse.accepted."""
+
+    def __init__(
+        self,
+        *,
+        accepted: _abc.Iterable[_builtins.bool] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteTasksResponse: _TypeAlias = CompleteTasksResponse  # noqa: Y015

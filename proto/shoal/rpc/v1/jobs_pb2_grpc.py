@@ -59,6 +59,11 @@ class JobsStub:
                 request_serializer=shoal_dot_rpc_dot_v1_dot_jobs__pb2.GetTaskResultsRequest.SerializeToString,
                 response_deserializer=shoal_dot_rpc_dot_v1_dot_jobs__pb2.GetTaskResultsResponse.FromString,
                 _registered_method=True)
+        self.WaitJob = channel.unary_unary(
+                '/shoal.rpc.v1.Jobs/WaitJob',
+                request_serializer=shoal_dot_rpc_dot_v1_dot_jobs__pb2.WaitJobRequest.SerializeToString,
+                response_deserializer=shoal_dot_rpc_dot_v1_dot_jobs__pb2.WaitJobResponse.FromString,
+                _registered_method=True)
         self.RegisterWorker = channel.unary_unary(
                 '/shoal.rpc.v1.Jobs/RegisterWorker',
                 request_serializer=shoal_dot_rpc_dot_v1_dot_jobs__pb2.RegisterWorkerRequest.SerializeToString,
@@ -78,6 +83,11 @@ class JobsStub:
                 '/shoal.rpc.v1.Jobs/CompleteTask',
                 request_serializer=shoal_dot_rpc_dot_v1_dot_jobs__pb2.CompleteTaskRequest.SerializeToString,
                 response_deserializer=shoal_dot_rpc_dot_v1_dot_jobs__pb2.CompleteTaskResponse.FromString,
+                _registered_method=True)
+        self.CompleteTasks = channel.unary_unary(
+                '/shoal.rpc.v1.Jobs/CompleteTasks',
+                request_serializer=shoal_dot_rpc_dot_v1_dot_jobs__pb2.CompleteTasksRequest.SerializeToString,
+                response_deserializer=shoal_dot_rpc_dot_v1_dot_jobs__pb2.CompleteTasksResponse.FromString,
                 _registered_method=True)
 
 
@@ -115,6 +125,14 @@ class JobsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WaitJob(self, request, context):
+        """Long poll: answers as soon as the job has ended (or after timeout_s), with the results of
+        a submit or map job inline.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RegisterWorker(self, request, context):
         """Workers.
         """
@@ -136,6 +154,13 @@ class JobsServicer:
 
     def CompleteTask(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteTasks(self, request, context):
+        """Several completions in one call (one group-committed transaction).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -168,6 +193,11 @@ def add_JobsServicer_to_server(servicer, server):
                     request_deserializer=shoal_dot_rpc_dot_v1_dot_jobs__pb2.GetTaskResultsRequest.FromString,
                     response_serializer=shoal_dot_rpc_dot_v1_dot_jobs__pb2.GetTaskResultsResponse.SerializeToString,
             ),
+            'WaitJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitJob,
+                    request_deserializer=shoal_dot_rpc_dot_v1_dot_jobs__pb2.WaitJobRequest.FromString,
+                    response_serializer=shoal_dot_rpc_dot_v1_dot_jobs__pb2.WaitJobResponse.SerializeToString,
+            ),
             'RegisterWorker': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterWorker,
                     request_deserializer=shoal_dot_rpc_dot_v1_dot_jobs__pb2.RegisterWorkerRequest.FromString,
@@ -187,6 +217,11 @@ def add_JobsServicer_to_server(servicer, server):
                     servicer.CompleteTask,
                     request_deserializer=shoal_dot_rpc_dot_v1_dot_jobs__pb2.CompleteTaskRequest.FromString,
                     response_serializer=shoal_dot_rpc_dot_v1_dot_jobs__pb2.CompleteTaskResponse.SerializeToString,
+            ),
+            'CompleteTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteTasks,
+                    request_deserializer=shoal_dot_rpc_dot_v1_dot_jobs__pb2.CompleteTasksRequest.FromString,
+                    response_serializer=shoal_dot_rpc_dot_v1_dot_jobs__pb2.CompleteTasksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -335,6 +370,33 @@ class Jobs:
             _registered_method=True)
 
     @staticmethod
+    def WaitJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.rpc.v1.Jobs/WaitJob',
+            shoal_dot_rpc_dot_v1_dot_jobs__pb2.WaitJobRequest.SerializeToString,
+            shoal_dot_rpc_dot_v1_dot_jobs__pb2.WaitJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def RegisterWorker(request,
             target,
             options=(),
@@ -432,6 +494,33 @@ class Jobs:
             '/shoal.rpc.v1.Jobs/CompleteTask',
             shoal_dot_rpc_dot_v1_dot_jobs__pb2.CompleteTaskRequest.SerializeToString,
             shoal_dot_rpc_dot_v1_dot_jobs__pb2.CompleteTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.rpc.v1.Jobs/CompleteTasks',
+            shoal_dot_rpc_dot_v1_dot_jobs__pb2.CompleteTasksRequest.SerializeToString,
+            shoal_dot_rpc_dot_v1_dot_jobs__pb2.CompleteTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

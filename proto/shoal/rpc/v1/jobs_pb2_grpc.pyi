@@ -40,11 +40,17 @@ class JobsStub:
     ListJobs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ListJobsRequest, _jobs_pb2.ListJobsResponse]
     CancelJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.CancelJobRequest, _jobs_pb2.CancelJobResponse]
     GetTaskResults: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetTaskResultsRequest, _jobs_pb2.GetTaskResultsResponse]
+    WaitJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.WaitJobRequest, _jobs_pb2.WaitJobResponse]
+    """Long poll: answers as soon as the job has ended (or after timeout_s), with the results of
+    a submit or map job inline.
+    """
     RegisterWorker: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.RegisterWorkerRequest, _jobs_pb2.RegisterWorkerResponse]
     """Workers."""
     WorkerHeartbeat: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.WorkerHeartbeatRequest, _jobs_pb2.WorkerHeartbeatResponse]
     LeaseTasks: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.LeaseTasksRequest, _jobs_pb2.LeaseTasksResponse]
     CompleteTask: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.CompleteTaskRequest, _jobs_pb2.CompleteTaskResponse]
+    CompleteTasks: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.CompleteTasksRequest, _jobs_pb2.CompleteTasksResponse]
+    """Several completions in one call (one group-committed transaction)."""
 
 @_typing.type_check_only
 class JobsAsyncStub(JobsStub):
@@ -55,11 +61,17 @@ class JobsAsyncStub(JobsStub):
     ListJobs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ListJobsRequest, _jobs_pb2.ListJobsResponse]  # type: ignore[assignment]
     CancelJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.CancelJobRequest, _jobs_pb2.CancelJobResponse]  # type: ignore[assignment]
     GetTaskResults: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetTaskResultsRequest, _jobs_pb2.GetTaskResultsResponse]  # type: ignore[assignment]
+    WaitJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.WaitJobRequest, _jobs_pb2.WaitJobResponse]  # type: ignore[assignment]
+    """Long poll: answers as soon as the job has ended (or after timeout_s), with the results of
+    a submit or map job inline.
+    """
     RegisterWorker: _aio.UnaryUnaryMultiCallable[_jobs_pb2.RegisterWorkerRequest, _jobs_pb2.RegisterWorkerResponse]  # type: ignore[assignment]
     """Workers."""
     WorkerHeartbeat: _aio.UnaryUnaryMultiCallable[_jobs_pb2.WorkerHeartbeatRequest, _jobs_pb2.WorkerHeartbeatResponse]  # type: ignore[assignment]
     LeaseTasks: _aio.UnaryUnaryMultiCallable[_jobs_pb2.LeaseTasksRequest, _jobs_pb2.LeaseTasksResponse]  # type: ignore[assignment]
     CompleteTask: _aio.UnaryUnaryMultiCallable[_jobs_pb2.CompleteTaskRequest, _jobs_pb2.CompleteTaskResponse]  # type: ignore[assignment]
+    CompleteTasks: _aio.UnaryUnaryMultiCallable[_jobs_pb2.CompleteTasksRequest, _jobs_pb2.CompleteTasksResponse]  # type: ignore[assignment]
+    """Several completions in one call (one group-committed transaction)."""
 
 class JobsServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -99,6 +111,16 @@ class JobsServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_jobs_pb2.GetTaskResultsResponse, _abc.Awaitable[_jobs_pb2.GetTaskResultsResponse]]: ...
 
     @_abc_1.abstractmethod
+    def WaitJob(
+        self,
+        request: _jobs_pb2.WaitJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.WaitJobResponse, _abc.Awaitable[_jobs_pb2.WaitJobResponse]]:
+        """Long poll: answers as soon as the job has ended (or after timeout_s), with the results of
+        a submit or map job inline.
+        """
+
+    @_abc_1.abstractmethod
     def RegisterWorker(
         self,
         request: _jobs_pb2.RegisterWorkerRequest,
@@ -126,5 +148,13 @@ class JobsServicer(metaclass=_abc_1.ABCMeta):
         request: _jobs_pb2.CompleteTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.CompleteTaskResponse, _abc.Awaitable[_jobs_pb2.CompleteTaskResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CompleteTasks(
+        self,
+        request: _jobs_pb2.CompleteTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.CompleteTasksResponse, _abc.Awaitable[_jobs_pb2.CompleteTasksResponse]]:
+        """Several completions in one call (one group-committed transaction)."""
 
 def add_JobsServicer_to_server(servicer: JobsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
