@@ -256,6 +256,10 @@ def test_status_watch_until_interrupted(
             [sys.executable, "-m", "shoal.client.cli", "status", "--watch", "--interval", "200ms",
              "--coordinator", jobs_cluster.address],
             cwd=tmp_path, env=clean_env(), stdout=out, stderr=subprocess.PIPE,
+            # A test run started in the background (e.g. `make test &`) inherits SIGINT as
+            # ignored, and Python then installs no Ctrl-C handler: restore the default, as an
+            # interactive terminal would have it.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )  # fmt: skip
     try:
         wait_for(lambda: out_path.read_text().count("Health: ") >= 3, what="three status refreshes")

@@ -71,7 +71,9 @@ def test_every_daemon_serves_metrics(make_cluster: Callable[..., LocalCluster]) 
     rpc = "shoal_rpc_requests_total"
     for method in ("BeginPut", "CommitPut", "Locate", "RegisterNode", "Heartbeat"):
         assert coordinator.value(rpc, service="shoal.rpc.v1.Coordinator", method=method, code="OK")
-    for method in ("SubmitJob", "RegisterWorker", "LeaseTasks", "CompleteTask"):
+    # Completions ride on the worker's next LeaseTasks long poll or a CompleteTasks batch, and
+    # the client waits with WaitJob.
+    for method in ("SubmitJob", "RegisterWorker", "LeaseTasks", "WaitJob"):
         assert coordinator.value(rpc, service="shoal.rpc.v1.Jobs", method=method, code="OK")
     assert coordinator.value(
         "shoal_rpc_duration_seconds_count", service="shoal.rpc.v1.Coordinator", method="CommitPut"
