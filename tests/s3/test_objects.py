@@ -8,7 +8,6 @@ import base64
 import hashlib
 import io
 import os
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -20,6 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from shoal.client import AsyncClient, Client
+from tests.harness.cluster import wait_for
 from tests.s3.conftest import ALICE, Gateway, s3_client
 
 
@@ -258,11 +258,21 @@ def test_presigned_get_with_plain_urllib(s3: Any, bucket: str, gateway: Gateway)
     expired = v4.generate_presigned_url(
         "get_object", Params={"Bucket": bucket, "Key": "shared/report.bin"}, ExpiresIn=1
     )
-    time.sleep(2.1)
-    with pytest.raises(urllib.error.HTTPError) as late:
-        urllib.request.urlopen(expired, timeout=30)
-    assert late.value.code == 403
-    assert b"<Code>AccessDenied</Code>" in late.value.read()
+    # The URL is good for 1 s of the gateway's clock: poll it (deadline-bounded) until it
+    # is refused, then check how.
+    refusals: list[urllib.error.HTTPError] = []
+
+    def refused_now() -> bool:
+        try:
+            with urllib.request.urlopen(expired, timeout=30):
+                return False
+        except urllib.error.HTTPError as error:
+            refusals.append(error)
+            return True
+
+    wait_for(refused_now, timeout_s=10, what="the presigned URL to expire")
+    assert refusals[-1].code == 403
+    assert b"<Code>AccessDenied</Code>" in refusals[-1].read()
 
 
 def test_copy_object_and_replace_metadata(
