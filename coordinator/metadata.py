@@ -877,18 +877,49 @@ class MetadataStore:
             "ORDER BY r.good - r.k, r.version_id, r.stripe_index LIMIT ?",
             (now, limit),
         ).fetchall()
-        result = []
-        for version_id, index, size, length, k, n in rows:
-            shards = tuple(
-                ShardRow(*s)
-                for s in self._db.execute(
-                    "SELECT shard_index, node_id, length, checksum, state FROM shards "
-                    "WHERE version_id = ? AND stripe_index = ? ORDER BY shard_index",
-                    (version_id, index),
-                )
+        return [
+            RepairStripe(
+                version_id, index, size, length, k, n, self._stripe_shards(version_id, index)
             )
-            result.append(RepairStripe(version_id, index, size, length, k, n, shards))
-        return result
+            for version_id, index, size, length, k, n in rows
+        ]
+
+    def _stripe_shards(self, version_id: str, stripe_index: int) -> tuple[ShardRow, ...]:
+        return tuple(
+            ShardRow(*s)
+            for s in self._db.execute(
+                "SELECT shard_index, node_id, length, checksum, state FROM shards "
+                "WHERE version_id = ? AND stripe_index = ? ORDER BY shard_index",
+                (version_id, stripe_index),
+            )
+        )
+
+    def repair_stripe(self, version_id: str, stripe_index: int) -> RepairStripe | None:
+        """The stripe as it is now, or None once its object was deleted or replaced.
+
+        Repair reads this just before it starts: a queued candidate may be stale, because a
+        repair of the same stripe may have finished since the scan that queued it, and
+        choosing targets from the old shard list could put two shards on one node.
+        """
+        row = self._db.execute(
+            "SELECT s.size, s.shard_length, v.k, v.n FROM objects o "
+            "JOIN versions v ON v.version_id = o.version_id "
+            "JOIN stripes s ON s.version_id = v.version_id "
+            "WHERE o.version_id = ? AND s.stripe_index = ?",
+            (version_id, stripe_index),
+        ).fetchone()
+        if row is None:
+            return None
+        size, length, k, n = row
+        return RepairStripe(
+            version_id,
+            stripe_index,
+            size,
+            length,
+            k,
+            n,
+            self._stripe_shards(version_id, stripe_index),
+        )
 
     def record_rebuilt(
         self,
@@ -899,7 +930,14 @@ class MetadataStore:
         old_length: int,
         delete_grace_s: float,
     ) -> bool:
-        """Point the manifest at a rebuilt shard; False if the object changed meanwhile."""
+        """Point the manifest at a rebuilt shard, in place of the copy on `old_node` (None:
+        the manifest had no row for it).
+
+        A compare-and-set: False, recording nothing, when the object was deleted or replaced
+        meanwhile, when the shard is no longer where the repair found it, or when the target
+        already holds another shard of the stripe (the rule that a node holds at most one
+        shard of a stripe is checked here, in the transaction, not only by the caller).
+        """
         sid = f"{version_id}.{stripe_index}.{shard.shard_index}"
         now = time.time()
         with self._tx() as db:
@@ -909,6 +947,20 @@ class MetadataStore:
                 (version_id, stripe_index),
             ).fetchone()
             if current is None:
+                return False
+            holders = dict(
+                db.execute(
+                    "SELECT shard_index, node_id FROM shards "
+                    "WHERE version_id = ? AND stripe_index = ?",
+                    (version_id, stripe_index),
+                ).fetchall()
+            )
+            if holders.get(shard.shard_index) != old_node:
+                return False
+            if any(
+                node == shard.node_id and index != shard.shard_index
+                for index, node in holders.items()
+            ):
                 return False
             db.execute(
                 "INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?, 'ok', ?)",

@@ -254,8 +254,13 @@ class RepairScheduler:
         )
 
     async def _repair_stripe(
-        self, stripe: RepairStripe, lost: set[str], draining: set[str]
+        self, queued: RepairStripe, lost: set[str], draining: set[str]
     ) -> None:
+        # The queued copy may predate a repair of this stripe that finished since: plan from
+        # the stripe as it is now.
+        stripe = await self.db(self.store.repair_stripe, queued.version_id, queued.stripe_index)
+        if stripe is None:
+            return  # deleted or replaced meanwhile
         readable = self.membership.readable_ids()
         good = [s for s in stripe.shards if s.state == "ok" and s.node_id not in lost]
         sources = sorted((s for s in good if s.node_id in readable), key=lambda s: s.shard_index)
@@ -272,11 +277,14 @@ class RepairScheduler:
             for index, _moving in work:
                 await self._fail(stripe, index, reason, "unreadable")
             return
-        # Nodes holding another shard of the stripe may not get this one; the node holding a
-        # corrupt or missing copy of this very shard may (it is rebuilt in place).
-        holders = {s.node_id for s in stripe.shards if s.state == "ok" or s.node_id in lost}
+        # A node holds at most one shard of a stripe. Nodes the manifest places another shard
+        # on (in any state: a corrupt copy keeps its row until it is rebuilt) and nodes this
+        # task already chose may not get this one; the node holding a corrupt or missing
+        # copy of this very shard may (it is rebuilt in place).
+        chosen: set[str] = set()
         for index, moving in work:
-            target = self._target(stripe, index, holders, good, moving)
+            others = {s.node_id for s in stripe.shards if s.shard_index != index}
+            target = self._target(stripe, index, others | chosen, good, moving)
             if target is None:
                 await self._fail(
                     stripe,
@@ -285,7 +293,7 @@ class RepairScheduler:
                     "no_target",
                 )
                 continue
-            holders.add(target)
+            chosen.add(target)
             await self._rebuild(stripe, index, target, sources, moving)
 
     def _target(
@@ -370,9 +378,21 @@ class RepairScheduler:
             existing.length if existing else 0,
             self.config.delete_grace,
         )
-        if not recorded:  # the object was deleted or replaced meanwhile
+        if not recorded:
+            # The object was deleted or replaced, or the stripe changed under us: drop the
+            # copy unless the manifest places this very shard on the target, and rescan.
             sid = f"{stripe.version_id}.{stripe.stripe_index}.{index}"
             await self.db(self.store.queue_deletions, target, [(sid, reply.length)], time.time())
+            log.info(
+                "rebuilt shard not recorded: the stripe changed meanwhile",
+                extra={
+                    "version_id": stripe.version_id,
+                    "stripe": stripe.stripe_index,
+                    "shard": index,
+                    "target": target,
+                },
+            )
+            self.poke()
             return
         self._failed_targets.pop((stripe.version_id, stripe.stripe_index, index), None)
         self.progress.finished_one(read_bytes, time.monotonic() - started)

@@ -480,9 +480,13 @@ def disk_matches(data_dirs: dict[str, Path], expected: set[str]) -> tuple[bool, 
     duplicated = {sid: nodes for sid, nodes in copies.items() if len(nodes) > 1}
     same_node = []
     for node, ids in on_disk.items():
-        stripes = [parse_shard_id(s)[:2] for s in ids]
-        if len(stripes) != len(set(stripes)):
-            same_node.append(node)
+        by_stripe: dict[tuple[str, int], list[str]] = {}
+        for sid in ids:
+            version_id, stripe, _index = parse_shard_id(sid)
+            by_stripe.setdefault((version_id, stripe), []).append(sid)
+        twice = sorted(sorted(sids) for sids in by_stripe.values() if len(sids) > 1)
+        if twice:
+            same_node.append(f"{node} {twice[:2]}")
     if not (extra or missing or duplicated or same_node):
         return True, ""
     return False, (
