@@ -19,7 +19,7 @@ from shoal.coordinator.config import CoordinatorConfig
 from shoal.coordinator.job_store import JobStore
 from shoal.coordinator.jobs_service import JobsServicer
 from shoal.coordinator.membership import DOWN, DRAINING, Membership
-from shoal.coordinator.metadata import MetadataStore
+from shoal.coordinator.metadata import LoopReader, MetadataStore
 from shoal.coordinator.service import CoordinatorServicer
 from shoal.coordinator.status import data_health
 from shoal.rpc.v1 import coordinator_pb2_grpc as pb_grpc
@@ -92,7 +92,8 @@ async def serve(config: CoordinatorConfig, shutdown: asyncio.Event) -> None:
             node.node_id, node.address, node.zone, node.capacity, node.admin_state, node.last_seen
         )
     transport = Transport.from_config(config)
-    servicer = CoordinatorServicer(config, store, membership, transport)
+    reader = LoopReader(data_dir / "metadata.sqlite3")
+    servicer = CoordinatorServicer(config, store, membership, transport, reader)
     job_store = JobStore(data_dir / "metadata.sqlite3")
     jobs = JobsServicer(config, store, job_store, membership, servicer.db)
     await jobs.load()
@@ -127,6 +128,8 @@ async def serve(config: CoordinatorConfig, shutdown: asyncio.Event) -> None:
     finally:
         await servicer.close()
         job_store.close()
+        with contextlib.suppress(Exception):
+            reader.close()
         with contextlib.suppress(Exception):
             store.close()
     log.info("stopped")

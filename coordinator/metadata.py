@@ -33,6 +33,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from shoal.common.errors import (
     AlreadyExists,
@@ -244,6 +245,137 @@ _VERSION_COLUMNS = (
 _BUCKET_COLUMNS = "name, k, n, write_quorum, created, owner"
 
 
+class Located(NamedTuple):
+    """A read's metadata: the version, and its inline bytes or its stripes (one page)."""
+
+    version: VersionRow
+    inline_data: bytes | None
+    stripes: list[StripeRow]
+
+
+def _bucket(db: sqlite3.Connection, name: str) -> BucketRow:
+    row = db.execute(f"SELECT {_BUCKET_COLUMNS} FROM buckets WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        raise NotFound(f"bucket {name!r} does not exist")
+    return BucketRow(*row)
+
+
+def _current(db: sqlite3.Connection, bucket: str, key: str) -> VersionRow:
+    row = db.execute(
+        f"SELECT {', '.join('v.' + c for c in _VERSION_COLUMNS.split(', '))} FROM objects o "
+        "JOIN versions v ON v.version_id = o.version_id WHERE o.bucket = ? AND o.key = ?",
+        (bucket, key),
+    ).fetchone()
+    if row is None:
+        _bucket(db, bucket)
+        raise NotFound(f"object {bucket}/{key} does not exist")
+    return VersionRow(*row)
+
+
+def _inline_data(db: sqlite3.Connection, version_id: str) -> bytes:
+    row = db.execute(
+        "SELECT data FROM inline_objects WHERE version_id = ?", (version_id,)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"version {version_id} has no inline data")
+    return bytes(row[0])
+
+
+def _stripes(db: sqlite3.Connection, version_id: str, first: int, count: int) -> list[StripeRow]:
+    stripe_rows = db.execute(
+        "SELECT stripe_index, size, shard_length FROM stripes WHERE version_id = ? "
+        "AND stripe_index >= ? ORDER BY stripe_index LIMIT ?",
+        (version_id, first, count),
+    ).fetchall()
+    if not stripe_rows:
+        return []
+    last = stripe_rows[-1][0]
+    shards: dict[int, list[ShardRow]] = {}
+    for index, shard_index, node_id, length, checksum, state in db.execute(
+        "SELECT stripe_index, shard_index, node_id, length, checksum, state FROM shards "
+        "WHERE version_id = ? AND stripe_index BETWEEN ? AND ? "
+        "ORDER BY stripe_index, shard_index",
+        (version_id, first, last),
+    ):
+        shards.setdefault(index, []).append(ShardRow(shard_index, node_id, length, checksum, state))
+    return [StripeRow(i, size, length, tuple(shards.get(i, ()))) for i, size, length in stripe_rows]
+
+
+def _locate(
+    db: sqlite3.Connection,
+    bucket: str,
+    key: str,
+    version_id: str,
+    first: int,
+    count: int,
+    *,
+    max_stripes: int | None,
+) -> Located | None:
+    """See MetadataStore.locate; None when more than `max_stripes` stripes would be read."""
+    if version_id:
+        row = db.execute(
+            f"SELECT {_VERSION_COLUMNS} FROM versions WHERE version_id = ?", (version_id,)
+        ).fetchone()
+        version = VersionRow(*row) if row else None
+        if (
+            version is None
+            or version.state != "committed"
+            or (version.bucket, version.key) != (bucket, key)
+        ):
+            raise NotFound(f"object {bucket}/{key}: the version being read was replaced or deleted")
+    else:
+        version = _current(db, bucket, key)
+    if version.inline:
+        return Located(version, _inline_data(db, version.version_id), [])
+    wanted = max(0, min(count, version.stripe_count - first))
+    if max_stripes is not None and wanted > max_stripes:
+        return None
+    return Located(version, None, _stripes(db, version.version_id, first, count))
+
+
+class LoopReader:
+    """Small point reads made on the event loop thread, over their own read-only connection.
+
+    Handing a read to the metadata thread and back costs more than the read itself: on 2
+    cores it took the coordinator's CPU per 4 KiB get from about 0.73 to 1.05 ms. So the
+    reads a small get needs (a version, inline bytes, a few stripes) run here, where each
+    is a few index lookups. In WAL mode a reader never waits for the writer; anything bigger
+    (`None` from `locate`) still goes to the metadata thread, so the loop never blocks long.
+    """
+
+    MAX_STRIPES = 4
+
+    def __init__(self, path: Path) -> None:
+        # Used only from the event loop's thread, created wherever the store was.
+        self._db = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=0.05
+        )
+        self._db.execute("PRAGMA query_only=ON")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def locate(
+        self, bucket: str, key: str, version_id: str, first: int, count: int
+    ) -> Located | None:
+        """As MetadataStore.locate, or None when the read is too big for the loop (or the
+        database is busy): the caller then asks the metadata thread."""
+        try:
+            return _locate(
+                self._db, bucket, key, version_id, first, count, max_stripes=self.MAX_STRIPES
+            )
+        except sqlite3.OperationalError:
+            return None
+
+    def current(self, bucket: str, key: str) -> VersionRow | None:
+        """The current version (NotFound as MetadataStore.current); None if the database is
+        busy."""
+        try:
+            return _current(self._db, bucket, key)
+        except sqlite3.OperationalError:
+            return None
+
+
 class MetadataStore:
     """All coordinator metadata. Not thread-safe: call from one thread."""
 
@@ -367,12 +499,7 @@ class MetadataStore:
         return row
 
     def bucket(self, name: str) -> BucketRow:
-        row = self._db.execute(
-            f"SELECT {_BUCKET_COLUMNS} FROM buckets WHERE name = ?", (name,)
-        ).fetchone()
-        if row is None:
-            raise NotFound(f"bucket {name!r} does not exist")
-        return BucketRow(*row)
+        return _bucket(self._db, name)
 
     def buckets(self) -> list[BucketRow]:
         return [
@@ -446,12 +573,7 @@ class MetadataStore:
 
     def inline_data(self, version_id: str) -> bytes:
         """The bytes of an inline object."""
-        row = self._db.execute(
-            "SELECT data FROM inline_objects WHERE version_id = ?", (version_id,)
-        ).fetchone()
-        if row is None:
-            raise NotFound(f"version {version_id} has no inline data")
-        return bytes(row[0])
+        return _inline_data(self._db, version_id)
 
     def version(self, version_id: str) -> VersionRow:
         row = self._db.execute(
@@ -697,38 +819,18 @@ class MetadataStore:
     # Objects -------------------------------------------------------------------------------
 
     def current(self, bucket: str, key: str) -> VersionRow:
-        row = self._db.execute(
-            f"SELECT {', '.join('v.' + c for c in _VERSION_COLUMNS.split(', '))} FROM objects o "
-            "JOIN versions v ON v.version_id = o.version_id WHERE o.bucket = ? AND o.key = ?",
-            (bucket, key),
-        ).fetchone()
-        if row is None:
-            self.bucket(bucket)
-            raise NotFound(f"object {bucket}/{key} does not exist")
-        return VersionRow(*row)
+        return _current(self._db, bucket, key)
+
+    def locate(self, bucket: str, key: str, version_id: str, first: int, count: int) -> Located:
+        """What a reader needs in one metadata call: the version (`version_id`, or the
+        current one when empty), and either its inline bytes or stripes `first`.. (up to
+        `count`). NotFound when the object (or that version of it) is not there."""
+        located = _locate(self._db, bucket, key, version_id, first, count, max_stripes=None)
+        assert located is not None
+        return located
 
     def stripes(self, version_id: str, first: int, count: int) -> list[StripeRow]:
-        stripe_rows = self._db.execute(
-            "SELECT stripe_index, size, shard_length FROM stripes WHERE version_id = ? "
-            "AND stripe_index >= ? ORDER BY stripe_index LIMIT ?",
-            (version_id, first, count),
-        ).fetchall()
-        if not stripe_rows:
-            return []
-        last = stripe_rows[-1][0]
-        shards: dict[int, list[ShardRow]] = {}
-        for index, shard_index, node_id, length, checksum, state in self._db.execute(
-            "SELECT stripe_index, shard_index, node_id, length, checksum, state FROM shards "
-            "WHERE version_id = ? AND stripe_index BETWEEN ? AND ? "
-            "ORDER BY stripe_index, shard_index",
-            (version_id, first, last),
-        ):
-            shards.setdefault(index, []).append(
-                ShardRow(shard_index, node_id, length, checksum, state)
-            )
-        return [
-            StripeRow(i, size, length, tuple(shards.get(i, ()))) for i, size, length in stripe_rows
-        ]
+        return _stripes(self._db, version_id, first, count)
 
     def delete_object(self, bucket: str, key: str, delete_grace_s: float) -> None:
         with self._tx() as db:

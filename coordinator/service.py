@@ -39,6 +39,7 @@ from shoal.coordinator.membership import (
 )
 from shoal.coordinator.metadata import (
     BucketRow,
+    LoopReader,
     MetadataStore,
     NodeRow,
     ShardRow,
@@ -116,9 +117,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         store: MetadataStore,
         membership: Membership,
         transport: Transport | None = None,
+        reader: LoopReader | None = None,
     ) -> None:
         self.config = config
         self.store = store
+        # Small reads on the event loop (see LoopReader); None: every read on the thread.
+        self.reader = reader
         self.membership = membership
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metadata")
         self.channels = NodeChannels(transport)
@@ -563,26 +567,17 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     async def Locate(self, request: pb.LocateRequest, context: Context) -> pb.LocateResponse:
         check_bucket_name(request.bucket)
         check_key(request.key)
-        if request.version_id:
-            version = await self.db(self.store.version, request.version_id)
-            if version.state != "committed" or (version.bucket, version.key) != (
-                request.bucket,
-                request.key,
-            ):
-                raise NotFound(
-                    f"object {request.bucket}/{request.key}: the version being read was replaced "
-                    "or deleted"
-                )
-        else:
-            version = await self.db(self.store.current, request.bucket, request.key)
-        if version.inline:
-            data = await self.db(self.store.inline_data, version.version_id)
+        count = min(request.max_stripes or 1024, 1024)
+        args = (request.bucket, request.key, request.version_id, request.first_stripe, count)
+        located = self.reader.locate(*args) if self.reader else None
+        if located is None:
+            located = await self.db(self.store.locate, *args)
+        version, data, stripes = located
+        if data is not None:
             info = version_info(version)
             # Readers see one stripe holding the whole object (none when it is empty).
             info.stripe_bytes, info.stripe_count = max(len(data), 1), 1 if data else 0
             return pb.LocateResponse(info=info, inline_data=data)
-        count = min(request.max_stripes or 1024, 1024)
-        stripes = await self.db(self.store.stripes, version.version_id, request.first_stripe, count)
         self.membership.refresh()
         return pb.LocateResponse(
             info=version_info(version),
@@ -603,7 +598,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     ) -> pb.HeadObjectResponse:
         check_bucket_name(request.bucket)
         check_key(request.key)
-        version = await self.db(self.store.current, request.bucket, request.key)
+        version = self.reader.current(request.bucket, request.key) if self.reader else None
+        if version is None:
+            version = await self.db(self.store.current, request.bucket, request.key)
         return pb.HeadObjectResponse(info=version_info(version))
 
     @unary
