@@ -21,7 +21,16 @@ data) followed by the data. Durability recipe for a write, and what a crash leav
 name is deleted later like any retired shard, which frees nothing while the new one lives.
 
 Every read re-verifies length and checksum; a mismatch moves the file to quarantine/ and raises
-`ShardCorrupt`, so corrupt bytes are never returned.
+`ShardCorrupt`, so corrupt bytes are never returned. A shard read in pieces (`ShardReader`) is
+hashed as it goes and verified before its last piece is handed out.
+
+Step 5 is a group commit: renames into one directory that happen while an fsync of it is
+running share the next fsync, which starts after all of them (an fsync started after a rename
+makes it durable), instead of each waiting for one of its own.
+
+Shard bytes are written with `os.writev` (header and data in one call, received pieces without
+joining them) and read with `os.pread` straight into the bytes handed on, so nothing is copied
+in Python on the way to or from the disk.
 """
 
 from __future__ import annotations
@@ -32,11 +41,12 @@ import shutil
 import struct
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
-from shoal.common.checksum import StreamingChecksum, shard_checksum
+from shoal.common.checksum import Buffer, StreamingChecksum, shard_checksum
 from shoal.common.errors import InvalidArgument, NotFound, ShoalError, Unavailable
 from shoal.common.names import parse_shard_id
 
@@ -79,6 +89,106 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _iov_max() -> int:
+    try:
+        limit = os.sysconf("SC_IOV_MAX")
+    except (AttributeError, ValueError, OSError):
+        limit = -1
+    return min(limit, 1024) if limit > 0 else 16
+
+
+_IOV_MAX = _iov_max()
+
+
+def _write_all(fd: int, pieces: Sequence[Buffer]) -> None:
+    """Write `pieces` in order with as few `writev` calls as the kernel allows."""
+    views = [memoryview(p).cast("B") for p in pieces if len(p)]
+    while views:
+        written = os.writev(fd, views[:_IOV_MAX])
+        if written <= 0:
+            raise OSError("writev wrote nothing")
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if written:
+            views[0] = views[0][written:]
+
+
+class _DirSync:
+    """Group commit of the fsyncs of one directory (step 5 of the recipe).
+
+    A caller takes a ticket after its rename, then waits for the directory's fsync lock: if an
+    fsync that started after its ticket was issued has completed meanwhile, its rename is
+    already durable and it returns; otherwise it runs one fsync covering every ticket issued
+    so far."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._tickets = threading.Lock()
+        self._fsync = threading.Lock()
+        self._issued = 0
+        self._synced = 0
+
+    def sync(self) -> None:
+        with self._tickets:
+            self._issued += 1
+            ticket = self._issued
+        with self._fsync:
+            if self._synced >= ticket:
+                return
+            with self._tickets:
+                covers = self._issued
+            _fsync_dir(self.path)
+            self._synced = covers
+
+
+class _SharedFd:
+    """A file descriptor used by a worker thread while another thread may close it (a call
+    cancelled while its read or write runs in a thread): a close during a use is put off to the
+    end of that use, so the descriptor number is never closed, and reused by another open,
+    under a running read or write. One use at a time."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+        self._lock = threading.Lock()
+        self._in_use = False
+        self._close_pending = False
+
+    @contextlib.contextmanager
+    def use(self) -> Iterator[int | None]:
+        """The descriptor for the duration of the block; None once closed."""
+        with self._lock:
+            fd = None if self._close_pending else self._fd
+            self._in_use = fd is not None
+        try:
+            yield fd
+        finally:
+            if fd is not None:
+                with self._lock:
+                    self._in_use = False
+                    pending = self._close_pending
+                if pending:
+                    self._close_now()
+
+    def close(self) -> None:
+        """Close now, or as soon as the use in progress ends."""
+        with self._lock:
+            self._close_pending = True
+            if self._in_use:
+                return
+        self._close_now()
+
+    def _close_now(self) -> None:
+        with self._lock:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def _open_exclusive(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+
+
 class ShardWriter:
     """One shard being received: data goes to a temp file in incoming/, then commit() or abort()."""
 
@@ -86,21 +196,41 @@ class ShardWriter:
         self._store = store
         self.meta = meta
         self._tmp = store.root / "incoming" / f"{uuid.uuid4().hex}.tmp"
-        self._file = self._tmp.open("wb")
-        self._file.write(HEADER.pack(MAGIC, FORMAT_VERSION, 0, meta.length, meta.checksum))
+        self._fd = _SharedFd(_open_exclusive(self._tmp))
+        # Written together with the first data, in one writev.
+        self._header: bytes | None = HEADER.pack(
+            MAGIC, FORMAT_VERSION, 0, meta.length, meta.checksum
+        )
         self._hasher = StreamingChecksum()
         self._received = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Buffer) -> None:
         """Append received bytes (blocking; call from a thread)."""
-        self._received += len(data)
+        self.write_pieces((data,))
+
+    def write_pieces(self, pieces: Sequence[Buffer]) -> None:
+        """Append received pieces in order, in one writev where possible (blocking)."""
+        self._received += sum(len(p) for p in pieces)
         if self._received > self.meta.length:
             raise InvalidArgument(
                 f"shard {self.meta.shard_id}: received more than the declared "
                 f"{self.meta.length} bytes"
             )
-        self._hasher.update(data)
-        self._file.write(data)
+        for piece in pieces:
+            self._hasher.update(piece)
+        self._write([*self._take_header(), *pieces])
+
+    def _take_header(self) -> list[bytes]:
+        header, self._header = self._header, None
+        return [header] if header is not None else []
+
+    def _write(self, pieces: Sequence[Buffer], *, fsync: bool = False) -> None:
+        with self._fd.use() as fd:
+            if fd is None:
+                raise InvalidArgument(f"shard {self.meta.shard_id}: write after commit or abort")
+            _write_all(fd, pieces)
+            if fsync:
+                os.fsync(fd)
 
     def commit(self) -> None:
         """Verify, fsync, rename into place and fsync the directory (blocking)."""
@@ -114,20 +244,83 @@ class ShardWriter:
                 raise InvalidArgument(
                     f"shard {self.meta.shard_id}: checksum of received bytes differs"
                 )
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
+            self._write(self._take_header(), fsync=True)  # (the header: an empty shard)
+            self._fd.close()
             self._store.install(self._tmp, self.meta)
         except BaseException:
             self.abort()
             raise
 
     def abort(self) -> None:
-        """Drop the temp file (safe to call twice)."""
+        """Drop the temp file (safe to call twice, and while a write runs in another thread:
+        its descriptor is closed when that write ends, and nothing is installed)."""
         with contextlib.suppress(OSError):
-            self._file.close()
+            self._fd.close()
         with contextlib.suppress(FileNotFoundError):
             self._tmp.unlink()
+
+
+class ShardReader:
+    """An open shard file whose header has been checked, read in pieces (blocking methods).
+
+    Its data is hashed as it is read, and the checksum is verified before the piece that
+    reaches the end is returned: a corrupt shard is quarantined and `read` raises
+    `ShardCorrupt` instead, so the last piece of bad data is never handed out."""
+
+    def __init__(self, store: ShardStore, meta: ShardMeta, fd: int) -> None:
+        self._store = store
+        self.meta = meta
+        self._fd = _SharedFd(fd)
+        self._hasher = StreamingChecksum()
+        self.position = 0
+
+    @property
+    def done(self) -> bool:
+        return self.position >= self.meta.length
+
+    def read(self, size: int) -> bytes:
+        """The next `size` bytes of data (fewer at the end; b"" once done)."""
+        size = min(size, self.meta.length - self.position)
+        with self._fd.use() as fd:
+            if fd is None:
+                raise NotFound(f"shard {self.meta.shard_id}: reader closed")
+            data = _pread_exactly(fd, size, HEADER_BYTES + self.position)
+        self.position += len(data)
+        if len(data) < size:
+            self._fail(f"length {self.position} differs from recorded {self.meta.length}")
+        if self.done and self.position == len(data):
+            digest = shard_checksum(data)  # the whole shard in one piece: no hasher needed
+        else:
+            self._hasher.update(data)
+            digest = self._hasher.digest() if self.done else b""
+        if self.done and digest != self.meta.checksum:
+            self._fail("checksum mismatch")
+        return data
+
+    def _fail(self, problem: str) -> NoReturn:
+        self.close()
+        self._store.quarantine(self.meta.shard_id, problem)
+        raise ShardCorrupt(f"shard {self.meta.shard_id}: {problem}")
+
+    def close(self) -> None:
+        """Close the file (safe twice, and while a read runs in another thread)."""
+        self._fd.close()
+
+
+def _pread_exactly(fd: int, size: int, offset: int) -> bytes:
+    """`size` bytes at `offset`, fewer only at the end of the file."""
+    data = os.pread(fd, size, offset)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = os.pread(fd, size - got, offset + got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
 
 
 class ShardStore:
@@ -137,6 +330,7 @@ class ShardStore:
         self.root = root
         self._shards = root / "shards"
         self._lock = threading.Lock()
+        self._dir_syncs: dict[Path, _DirSync] = {}
         for sub in ("shards", "incoming", "quarantine"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         for debris in (root / "incoming").iterdir():
@@ -164,7 +358,10 @@ class ShardStore:
     def begin_write(self, meta: ShardMeta) -> ShardWriter:
         """Start receiving a shard; refuses when the node is full."""
         existing = self.path_of(meta.shard_id)
-        replaced = _recorded_length(existing) if existing.exists() else 0
+        try:
+            replaced = _recorded_length(existing)
+        except FileNotFoundError:
+            replaced = 0
         if self.used_bytes - replaced + meta.length > self.capacity_bytes:
             raise Unavailable(
                 f"node full: {self.used_bytes} of {self.capacity_bytes} bytes used, "
@@ -176,50 +373,73 @@ class ShardStore:
         """Rename a verified, fsynced temp file into place and fsync the directory."""
         final = self.path_of(meta.shard_id)
         with self._lock:
-            previous = _recorded_length(final) if final.exists() else None
+            try:
+                previous: int | None = _recorded_length(final)
+            except FileNotFoundError:
+                previous = None
             os.replace(tmp, final)
             if previous is None:
                 self.shard_count += 1
                 self.used_bytes += meta.length
             else:
                 self.used_bytes += meta.length - previous
-        _fsync_dir(final.parent)
+            syncer = self._dir_syncs.get(final.parent)
+            if syncer is None:
+                syncer = self._dir_syncs[final.parent] = _DirSync(final.parent)
+        syncer.sync()
 
-    def write(self, meta: ShardMeta, data: bytes) -> None:
+    def write(self, meta: ShardMeta, data: Buffer) -> None:
         """Store a whole shard in one call (blocking)."""
+        self.write_pieces(meta, (data,))
+
+    def write_pieces(self, meta: ShardMeta, pieces: Sequence[Buffer]) -> None:
+        """Store a whole shard received in pieces, without joining them (blocking)."""
         writer = self.begin_write(meta)
         try:
-            writer.write(data)
+            writer.write_pieces(pieces)
         except BaseException:
             writer.abort()
             raise
         writer.commit()
 
-    def read(self, shard_id: str) -> tuple[ShardMeta, bytes]:
-        """Return a shard's header and verified data; NotFound or ShardCorrupt otherwise."""
+    def open_reader(self, shard_id: str) -> ShardReader:
+        """Open a shard for reading in pieces after checking its header and length; NotFound
+        or ShardCorrupt otherwise (blocking). Close the reader when done."""
         path = self.path_of(shard_id)
         try:
-            blob = path.read_bytes()
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise NotFound(f"shard {shard_id} not on this node") from None
-        problem = self._verify(blob)
+        try:
+            header = os.pread(fd, HEADER_BYTES, 0)
+            problem = self._check_header(header, os.fstat(fd).st_size)
+        except BaseException:
+            os.close(fd)
+            raise
         if problem:
+            os.close(fd)
             self.quarantine(shard_id, problem)
             raise ShardCorrupt(f"shard {shard_id}: {problem}")
-        _magic, _fmt, _reserved, length, checksum = HEADER.unpack_from(blob)
-        return ShardMeta(shard_id, length, checksum), blob[HEADER_BYTES:]
+        _magic, _fmt, _reserved, length, checksum = HEADER.unpack(header)
+        return ShardReader(self, ShardMeta(shard_id, length, checksum), fd)
+
+    def read(self, shard_id: str) -> tuple[ShardMeta, bytes]:
+        """Return a shard's header and verified data; NotFound or ShardCorrupt otherwise."""
+        reader = self.open_reader(shard_id)
+        try:
+            return reader.meta, reader.read(reader.meta.length)
+        finally:
+            reader.close()
 
     @staticmethod
-    def _verify(blob: bytes) -> str:
-        if len(blob) < HEADER_BYTES:
+    def _check_header(header: bytes, file_size: int) -> str:
+        if len(header) < HEADER_BYTES:
             return "truncated header"
-        magic, fmt, _reserved, length, checksum = HEADER.unpack_from(blob)
+        magic, fmt, _reserved, length, _checksum = HEADER.unpack(header)
         if magic != MAGIC or fmt != FORMAT_VERSION:
             return "bad header"
-        if len(blob) - HEADER_BYTES != length:
-            return f"length {len(blob) - HEADER_BYTES} differs from recorded {length}"
-        if shard_checksum(memoryview(blob)[HEADER_BYTES:]) != checksum:
-            return "checksum mismatch"
+        if file_size - HEADER_BYTES != length:
+            return f"length {file_size - HEADER_BYTES} differs from recorded {length}"
         return ""
 
     def quarantine(self, shard_id: str, reason: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from shoal.common.checksum import shard_checksum
 from shoal.common.errors import InvalidArgument, NotFound, Unavailable
+from shoal.storage_node import shard_store
 from shoal.storage_node.shard_store import (
     FORMAT_VERSION,
     HEADER,
@@ -370,3 +372,145 @@ def test_default_capacity_is_the_filesystem_size(tmp_path: Path) -> None:
     store = ShardStore(tmp_path / "n")
     stats = os.statvfs(tmp_path)
     assert store.capacity_bytes == stats.f_blocks * stats.f_frsize
+
+
+def test_write_pieces_stores_their_concatenation(store: ShardStore) -> None:
+    pieces = [payload(n, n) for n in (0, 1, 4096, 70_001, 3)]
+    data = b"".join(pieces)
+    store.write_pieces(meta_for(sid(), data), [pieces[0], bytearray(pieces[1]), *pieces[2:]])
+    assert store.read(sid())[1] == data
+    assert store.path_of(sid()).stat().st_size == HEADER_BYTES + len(data)
+    writer = store.begin_write(meta_for(sid(0, 1), data))
+    writer.write_pieces([memoryview(data)[:10]])
+    writer.write(memoryview(data)[10:])
+    writer.commit()
+    assert store.read(sid(0, 1))[1] == data
+
+
+def test_reading_in_pieces_verifies_before_the_last_piece(store: ShardStore) -> None:
+    data = payload(10_000, 5)
+    store.write(meta_for(sid(), data), data)
+    reader = store.open_reader(sid())
+    pieces = [reader.read(4000), reader.read(4000), reader.read(4000)]
+    assert reader.done
+    assert b"".join(pieces) == data
+    assert reader.read(4000) == b""
+    reader.close()
+
+    _corrupt_flip(store.path_of(sid()))  # a byte of the first piece
+    reader = store.open_reader(sid())
+    assert len(reader.read(4000)) == 4000  # not yet known to be bad
+    assert len(reader.read(4000)) == 4000
+    with pytest.raises(ShardCorrupt, match="checksum mismatch"):
+        reader.read(4000)  # the piece that completes the shard is never handed out
+    reader.close()
+    assert (store.root / "quarantine" / sid()).exists()
+    assert (store.shard_count, store.used_bytes) == (0, 0)
+
+
+def test_renames_into_one_directory_share_its_fsync(
+    store: ShardStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While one fsync of a directory runs, later renames wait for the next one, which covers
+    all of them: 1 + 1 fsyncs for 1 + 3 shards, and none returns before its fsync."""
+    started, release = threading.Event(), threading.Event()
+    fsyncs: list[int] = []
+    real = shard_store._fsync_dir
+
+    def slow_fsync(path: Path) -> None:
+        fsyncs.append(len(list(path.iterdir())))  # shards in place when this fsync starts
+        if len(fsyncs) == 1:
+            started.set()
+            assert release.wait(10)
+        real(path)
+
+    monkeypatch.setattr(shard_store, "_fsync_dir", slow_fsync)
+    data = payload(100)
+    done: list[int] = []
+
+    def write(stripe: int) -> None:
+        store.write(meta_for(sid(stripe, 0), data), data)
+        done.append(stripe)
+
+    first = threading.Thread(target=write, args=(0,))
+    first.start()
+    assert started.wait(10)
+    others = [threading.Thread(target=write, args=(i,)) for i in (1, 2, 3)]
+    for thread in others:
+        thread.start()
+    while len(list(store.path_of(sid()).parent.iterdir())) < 4:  # all renamed, none synced
+        assert not release.wait(0.01)
+    assert done == []
+    release.set()
+    for thread in [first, *others]:
+        thread.join(10)
+    assert sorted(done) == [0, 1, 2, 3]
+    assert fsyncs == [1, 4]
+
+
+def test_close_during_a_read_waits_for_it(
+    store: ShardStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancelled GetShard closes its reader while a read may still run in a worker thread:
+    the descriptor must stay open (its number not reused by another open) until it ends."""
+    data = payload(5000, 4)
+    store.write(meta_for(sid(), data), data)
+    reader = store.open_reader(sid())
+    inside, release = threading.Event(), threading.Event()
+    real = shard_store._pread_exactly
+    seen: list[int] = []
+
+    def slow_pread(fd: int, size: int, offset: int) -> bytes:
+        seen.append(fd)
+        inside.set()
+        assert release.wait(10)
+        return real(fd, size, offset)
+
+    monkeypatch.setattr(shard_store, "_pread_exactly", slow_pread)
+    got: list[bytes] = []
+    thread = threading.Thread(target=lambda: got.append(reader.read(5000)))
+    thread.start()
+    assert inside.wait(10)
+    reader.close()  # from the event loop, as the servicer's finally does
+    os.fstat(seen[0])  # still open: would raise EBADF had it been closed
+    release.set()
+    thread.join(10)
+    assert got == [data]
+    with pytest.raises(OSError, match="Bad file descriptor"):  # closed once the read ended
+        os.fstat(seen[0])
+
+
+def test_abort_during_a_write_installs_nothing(
+    store: ShardStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = payload(5000, 6)
+    writer = store.begin_write(meta_for(sid(), data))
+    inside, release = threading.Event(), threading.Event()
+    real = shard_store._write_all
+
+    def slow_write(fd: int, pieces: list[bytes]) -> None:
+        inside.set()
+        assert release.wait(10)
+        real(fd, pieces)
+
+    monkeypatch.setattr(shard_store, "_write_all", slow_write)
+    errors: list[BaseException] = []
+
+    def write_and_commit() -> None:
+        try:
+            writer.write(data)
+            writer.commit()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=write_and_commit)
+    thread.start()
+    assert inside.wait(10)
+    writer.abort()
+    release.set()
+    thread.join(10)
+    assert len(errors) == 1
+    assert isinstance(errors[0], InvalidArgument)
+    assert files_under(store.root / "incoming") == []
+    assert files_under(store.root / "shards") == []
+    assert store.shard_count == 0
