@@ -267,12 +267,16 @@ class ShardReader:
     reaches the end is returned: a corrupt shard is quarantined and `read` raises
     `ShardCorrupt` instead, so the last piece of bad data is never handed out."""
 
-    def __init__(self, store: ShardStore, meta: ShardMeta, fd: int) -> None:
+    def __init__(
+        self, store: ShardStore, meta: ShardMeta, fd: int, file_id: tuple[int, int]
+    ) -> None:
         self._store = store
         self.meta = meta
         self._fd = _SharedFd(fd)
+        self._file_id = file_id  # (st_dev, st_ino): what to quarantine if it proves bad
         self._hasher = StreamingChecksum()
         self.position = 0
+        self._verified = False
 
     @property
     def done(self) -> bool:
@@ -280,6 +284,8 @@ class ShardReader:
 
     def read(self, size: int) -> bytes:
         """The next `size` bytes of data (fewer at the end; b"" once done)."""
+        if self._verified:
+            return b""  # checked when the end was reached: no hash to compare again
         size = min(size, self.meta.length - self.position)
         with self._fd.use() as fd:
             if fd is None:
@@ -293,13 +299,15 @@ class ShardReader:
         else:
             self._hasher.update(data)
             digest = self._hasher.digest() if self.done else b""
-        if self.done and digest != self.meta.checksum:
-            self._fail("checksum mismatch")
+        if self.done:
+            if digest != self.meta.checksum:
+                self._fail("checksum mismatch")
+            self._verified = True
         return data
 
     def _fail(self, problem: str) -> NoReturn:
         self.close()
-        self._store.quarantine(self.meta.shard_id, problem)
+        self._store.quarantine(self.meta.shard_id, problem, file_id=self._file_id)
         raise ShardCorrupt(f"shard {self.meta.shard_id}: {problem}")
 
     def close(self) -> None:
@@ -412,16 +420,18 @@ class ShardStore:
             raise NotFound(f"shard {shard_id} not on this node") from None
         try:
             header = os.pread(fd, HEADER_BYTES, 0)
-            problem = self._check_header(header, os.fstat(fd).st_size)
+            stat = os.fstat(fd)
+            problem = self._check_header(header, stat.st_size)
         except BaseException:
             os.close(fd)
             raise
+        file_id = (stat.st_dev, stat.st_ino)
         if problem:
             os.close(fd)
-            self.quarantine(shard_id, problem)
+            self.quarantine(shard_id, problem, file_id=file_id)
             raise ShardCorrupt(f"shard {shard_id}: {problem}")
         _magic, _fmt, _reserved, length, checksum = HEADER.unpack(header)
-        return ShardReader(self, ShardMeta(shard_id, length, checksum), fd)
+        return ShardReader(self, ShardMeta(shard_id, length, checksum), fd, file_id)
 
     def read(self, shard_id: str) -> tuple[ShardMeta, bytes]:
         """Return a shard's header and verified data; NotFound or ShardCorrupt otherwise."""
@@ -442,11 +452,21 @@ class ShardStore:
             return f"length {file_size - HEADER_BYTES} differs from recorded {length}"
         return ""
 
-    def quarantine(self, shard_id: str, reason: str) -> None:
-        """Move a bad shard out of service into quarantine/."""
+    def quarantine(
+        self, shard_id: str, reason: str, *, file_id: tuple[int, int] | None = None
+    ) -> None:
+        """Move a bad shard out of service into quarantine/.
+
+        With `file_id` (the `(st_dev, st_ino)` of the file found bad), only when that file is
+        still the one in service: a reader that held the file open while the shard was
+        written again (or deleted) must not take the new file out of service."""
         path = self.path_of(shard_id)
-        with self._lock:
+        with self._lock:  # installs, deletes and links take it too: no rename in between
             try:
+                if file_id is not None:
+                    stat = os.stat(path)
+                    if (stat.st_dev, stat.st_ino) != file_id:
+                        return  # replaced since it was opened: the bad file is out already
                 os.replace(path, self.root / "quarantine" / shard_id)
             except FileNotFoundError:
                 return

@@ -514,3 +514,49 @@ def test_abort_during_a_write_installs_nothing(
     assert files_under(store.root / "incoming") == []
     assert files_under(store.root / "shards") == []
     assert store.shard_count == 0
+
+
+def test_reading_past_the_end_of_a_good_shard_returns_nothing(store: ShardStore) -> None:
+    """A shard read in one piece is verified without the running hash: reading on after the
+    end must give b"", not compare the empty running hash and quarantine a good shard."""
+    data = payload(5000, 9)
+    store.write(meta_for(sid(), data), data)
+    reader = store.open_reader(sid())
+    assert reader.read(5000) == data
+    assert reader.done
+    assert reader.read(100) == b""
+    reader.close()
+    assert store.read(sid())[1] == data
+    assert store.corrupt_found == 0
+
+
+def test_a_corrupt_read_leaves_the_shard_written_since_in_service(store: ShardStore) -> None:
+    """A GetShard of several messages holds its file open while the shard id may be written
+    again (a retried put, a repair): when the old file then proves corrupt, only that file
+    may be quarantined, never the good one now under its name."""
+    old, new = payload(10_000, 7), payload(10_000, 8)
+    store.write(meta_for(sid(), old), old)
+    _corrupt_flip(store.path_of(sid()))
+    reader = store.open_reader(sid())
+    assert len(reader.read(4000)) == 4000
+    store.write(meta_for(sid(), new), new)
+    with pytest.raises(ShardCorrupt, match="checksum mismatch"):
+        reader.read(10_000)
+    reader.close()
+    assert store.read(sid())[1] == new
+    assert files_under(store.root / "quarantine") == []
+    assert_counters_match_disk(store)
+
+
+def test_a_corrupt_read_quarantines_the_file_still_in_service(store: ShardStore) -> None:
+    data = payload(10_000, 10)
+    store.write(meta_for(sid(), data), data)
+    _corrupt_flip(store.path_of(sid()))
+    reader = store.open_reader(sid())
+    with pytest.raises(ShardCorrupt, match="checksum mismatch"):
+        reader.read(10_000)
+    reader.close()
+    assert (store.root / "quarantine" / sid()).exists()
+    assert not store.path_of(sid()).exists()
+    assert store.corrupt_found == 1
+    assert_counters_match_disk(store)
