@@ -1,8 +1,11 @@
 """StorageNodeServicer: translates StorageNode RPCs to ShardStore calls, nothing more.
 
 Disk work runs in threads (`asyncio.to_thread`) so the event loop keeps serving. Shards up to
-`SPILL_BYTES` are buffered and written in one thread hop; larger ones stream to the temp file
-as they arrive, so memory per call stays bounded whatever the shard size.
+`SPILL_BYTES` are buffered and written in one thread hop (one writev of the received pieces,
+never joined); larger ones stream to the temp file as they arrive, so memory per call stays
+bounded whatever the shard size. GetShard reads the file in message-sized pieces straight into
+the bytes of each message (verified before the last piece goes out), so a read holds one
+message in memory, not the shard.
 """
 
 from __future__ import annotations
@@ -16,18 +19,28 @@ import grpc.aio
 
 from shoal.common.channels import NodeChannels
 from shoal.common.errors import CorruptData, InvalidArgument
-from shoal.common.rpc import STREAM_CHUNK_BYTES, streaming, unary
+from shoal.common.rpc import streaming, unary
 from shoal.common.transport import Transport
 from shoal.common.units import MiB
 from shoal.rpc.v1 import storage_pb2 as pb
 from shoal.rpc.v1 import storage_pb2_grpc as pb_grpc
 from shoal.storage_node import metrics
 from shoal.storage_node.rebuild import rebuild_shard
-from shoal.storage_node.shard_store import ShardCorrupt, ShardMeta, ShardStore, ShardWriter
+from shoal.storage_node.shard_store import (
+    ShardCorrupt,
+    ShardMeta,
+    ShardReader,
+    ShardStore,
+    ShardWriter,
+)
 
 log = logging.getLogger(__name__)
 
 SPILL_BYTES = 4 * MiB
+# Shard bytes per GetShard message: a shard up to this size goes out as one message, read from
+# disk in one piece (a message costs a round of wake-ups and copies on both sides: at 16 MiB
+# stripes, 4 MiB shards in one message instead of four took 12% less CPU per get).
+GET_MESSAGE_BYTES = 4 * MiB
 MAX_SHARD_BYTES = 1024 * MiB
 LIST_BATCH = 1000
 
@@ -66,22 +79,24 @@ class StorageNodeServicer(pb_grpc.StorageNodeServicer):
             raise InvalidArgument("shard checksum must be 16 bytes of xxh3-128")
         meta = ShardMeta(header.shard_id, header.length, bytes(header.checksum))
         self.store.path_of(meta.shard_id)  # validates the id before any I/O
-        buffered: list[bytes] = [first.data] if first.data else []
-        size = len(first.data)
+        # Every read of `.data` copies the payload out of the message: read it once.
+        data = first.data
+        buffered: list[bytes] = [data] if data else []
+        size = len(data)
         writer: ShardWriter | None = None
         try:
             async for message in request_iterator:
+                data = message.data
                 if writer is None:
-                    buffered.append(message.data)
-                    size += len(message.data)
+                    buffered.append(data)
+                    size += len(data)
                     if size > SPILL_BYTES:
-                        writer = await asyncio.to_thread(self.store.begin_write, meta)
-                        await asyncio.to_thread(_write_all, writer, buffered)
+                        writer = await asyncio.to_thread(_begin_write, self.store, meta, buffered)
                         buffered = []
                 else:
-                    await asyncio.to_thread(writer.write, message.data)
+                    await asyncio.to_thread(writer.write, data)
             if writer is None:
-                await asyncio.to_thread(self.store.write, meta, b"".join(buffered))
+                await asyncio.to_thread(self.store.write_pieces, meta, buffered)
             else:
                 await asyncio.to_thread(writer.commit)
         except BaseException:
@@ -98,23 +113,28 @@ class StorageNodeServicer(pb_grpc.StorageNodeServicer):
         self, request: pb.GetShardRequest, context: Context
     ) -> AsyncIterator[pb.GetShardResponse]:
         try:
-            meta, data = await asyncio.to_thread(self.store.read, request.shard_id)
-        except ShardCorrupt as exc:
-            metrics.CORRUPT_SHARDS.labels("read").inc()
-            log.warning(
-                "corrupt shard quarantined", extra={"shard": request.shard_id, "why": str(exc)}
+            reader, data = await asyncio.to_thread(
+                _open_and_read, self.store, request.shard_id, GET_MESSAGE_BYTES
             )
-            raise CorruptData(str(exc)) from None
-        sent = metrics.SHARD_SENT_BYTES.labels("get")
-        view = memoryview(data)
-        header = pb.ShardHeader(shard_id=meta.shard_id, length=meta.length, checksum=meta.checksum)
-        first = view[:STREAM_CHUNK_BYTES]
-        yield pb.GetShardResponse(header=header, data=bytes(first))
-        sent.inc(len(first))
-        for offset in range(STREAM_CHUNK_BYTES, len(view), STREAM_CHUNK_BYTES):
-            chunk = view[offset : offset + STREAM_CHUNK_BYTES]
-            yield pb.GetShardResponse(data=bytes(chunk))
-            sent.inc(len(chunk))
+        except ShardCorrupt as exc:
+            raise _corrupt(request.shard_id, exc) from None
+        try:
+            meta = reader.meta
+            sent = metrics.SHARD_SENT_BYTES.labels("get")
+            header = pb.ShardHeader(
+                shard_id=meta.shard_id, length=meta.length, checksum=meta.checksum
+            )
+            yield pb.GetShardResponse(header=header, data=data)
+            sent.inc(len(data))
+            while not reader.done:
+                try:
+                    data = await asyncio.to_thread(reader.read, GET_MESSAGE_BYTES)
+                except ShardCorrupt as exc:
+                    raise _corrupt(request.shard_id, exc) from None
+                yield pb.GetShardResponse(data=data)
+                sent.inc(len(data))
+        finally:
+            reader.close()
         self.bytes_out += meta.length
         metrics.SHARDS_READ.inc()
 
@@ -169,6 +189,29 @@ class StorageNodeServicer(pb_grpc.StorageNodeServicer):
         return pb.LinkShardsResponse(linked=linked)
 
 
-def _write_all(writer: ShardWriter, pieces: list[bytes]) -> None:
-    for piece in pieces:
-        writer.write(piece)
+def _corrupt(shard_id: str, exc: ShardCorrupt) -> CorruptData:
+    """Count and log a shard found corrupt (already quarantined); the error to answer with."""
+    metrics.CORRUPT_SHARDS.labels("read").inc()
+    log.warning("corrupt shard quarantined", extra={"shard": shard_id, "why": str(exc)})
+    return CorruptData(str(exc))
+
+
+def _begin_write(store: ShardStore, meta: ShardMeta, pieces: list[bytes]) -> ShardWriter:
+    """Start a streamed write with the pieces received so far (one thread hop)."""
+    writer = store.begin_write(meta)
+    try:
+        writer.write_pieces(pieces)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer
+
+
+def _open_and_read(store: ShardStore, shard_id: str, size: int) -> tuple[ShardReader, bytes]:
+    """Open a shard and read its first piece (one thread hop; the whole shard when it fits)."""
+    reader = store.open_reader(shard_id)
+    try:
+        return reader, reader.read(size)
+    except BaseException:
+        reader.close()
+        raise

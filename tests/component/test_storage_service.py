@@ -16,7 +16,12 @@ from shoal.common.checksum import shard_checksum
 from shoal.common.rpc import CHANNEL_OPTIONS, ERROR_TRAILER, SERVER_OPTIONS, STREAM_CHUNK_BYTES
 from shoal.rpc.v1 import storage_pb2 as pb
 from shoal.rpc.v1 import storage_pb2_grpc as pb_grpc
-from shoal.storage_node.service import LIST_BATCH, SPILL_BYTES, StorageNodeServicer
+from shoal.storage_node.service import (
+    GET_MESSAGE_BYTES,
+    LIST_BATCH,
+    SPILL_BYTES,
+    StorageNodeServicer,
+)
 from shoal.storage_node.shard_store import HEADER_BYTES, ShardMeta, ShardStore
 
 VERSION = "5a" + "e" * 30
@@ -162,10 +167,34 @@ async def test_large_shard_spills_to_incoming_while_streaming(node: Node) -> Non
 
 
 async def test_get_streams_in_bounded_messages(node: Node) -> None:
-    data = payload(3 * STREAM_CHUNK_BYTES + 5, 7)
+    data = payload(3 * GET_MESSAGE_BYTES + 5, 7)
     await node.stub.PutShard(put_messages(sid(), data, STREAM_CHUNK_BYTES))
     sizes = [len(m.data) async for m in node.stub.GetShard(pb.GetShardRequest(shard_id=sid()))]
-    assert sizes == [STREAM_CHUNK_BYTES] * 3 + [5]
+    assert sizes == [GET_MESSAGE_BYTES] * 3 + [5]
+
+
+async def test_corrupt_shard_of_many_messages_never_sends_its_last(node: Node) -> None:
+    """A shard streamed in several messages is verified as it is read: a corrupt one ends in
+    DATA_LOSS before the message that would complete it, and is quarantined."""
+    data = payload(2 * GET_MESSAGE_BYTES + 100, 8)
+    await node.stub.PutShard(put_messages(sid(), data, STREAM_CHUNK_BYTES))
+    path = node.store.path_of(sid())
+    with path.open("r+b") as handle:
+        handle.seek(HEADER_BYTES + 10)
+        handle.write(bytes([data[10] ^ 0x01]))
+    received: list[int] = []
+
+    async def read_all() -> None:
+        async for message in node.stub.GetShard(pb.GetShardRequest(shard_id=sid())):
+            received.append(len(message.data))
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await read_all()
+    assert info.value.code() == grpc.StatusCode.DATA_LOSS
+    assert "checksum mismatch" in (info.value.details() or "")
+    assert received == [GET_MESSAGE_BYTES] * 2
+    assert (node.store.root / "quarantine" / sid()).exists()
+    assert node.servicer.bytes_out == 0
 
 
 async def test_put_overwrites_existing_shard(node: Node) -> None:
