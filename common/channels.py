@@ -31,6 +31,12 @@ class NodeChannels:
             stub = self._stubs[address] = spb_grpc.StorageNodeStub(channel)
         return stub
 
+    def channel(self, address: str) -> grpc.aio.Channel:
+        """The channel behind `stub(address)` (made if need be), for calls the generated stub
+        does not offer, such as raw-bytes shard transfers: same interceptors, token and TLS."""
+        self.stub(address)
+        return self._channels[address]
+
     async def reset(self, address: str) -> None:
         """Drop the channel to `address` so the next call connects afresh.
 

@@ -4,6 +4,8 @@ A stripe of `size` bytes is cut into `k` data blocks of `shard_length = ceil(siz
 (the last one zero-padded), and zfec's low-level `Encoder` adds `n - k` parity blocks. zfec is
 systematic: shards `0..k-1` *are* the data blocks, so a read that gets all of them joins them
 and never decodes. The padded length is undone with the stripe size kept in the manifest.
+`decode_blocks` hands the stripe back as views of the blocks (no copy: callers join them into
+their own buffer once); `decode` joins them.
 
 zfec releases the GIL while encoding, so callers run `encode`/`decode` in a thread.
 """
@@ -30,6 +32,20 @@ def shard_length(stripe_size: int, k: int) -> int:
     return -(-stripe_size // k)
 
 
+def cut_views(views: Sequence[memoryview], start: int, end: int) -> list[memoryview]:
+    """Bytes `start..end` of the concatenation of `views`, as views (nothing is copied)."""
+    out = []
+    position = 0
+    for view in views:
+        lo, hi = max(start - position, 0), min(end - position, len(view))
+        if lo < hi:
+            out.append(view if (lo, hi) == (0, len(view)) else view[lo:hi])
+        position += len(view)
+        if position >= end:
+            break
+    return out
+
+
 class StripeCodec:
     """Encode stripes into `n` shards and decode them back from any `k`."""
 
@@ -51,7 +67,9 @@ class StripeCodec:
         for i in range(self.k):
             block = view[i * length : (i + 1) * length]
             if len(block) < length:
-                blocks.append(bytes(block) + bytes(length - len(block)))
+                padded = bytearray(length)  # zero-filled; one copy of the short block
+                padded[: len(block)] = block
+                blocks.append(memoryview(padded))
             else:
                 blocks.append(block)
         parity = self._encoder.encode(tuple(blocks), tuple(range(self.k, self.n)))
@@ -59,6 +77,13 @@ class StripeCodec:
 
     def decode(self, shards: Mapping[int, bytes | memoryview], stripe_size: int) -> bytes:
         """Rebuild the stripe from at least `k` shards keyed by shard index."""
+        return b"".join(self.decode_blocks(shards, stripe_size))
+
+    def decode_blocks(
+        self, shards: Mapping[int, bytes | memoryview], stripe_size: int
+    ) -> list[memoryview]:
+        """The stripe rebuilt from at least `k` shards, as views of its data blocks (given
+        shards are not copied) cut to `stripe_size` bytes in total."""
         if len(shards) < self.k:
             raise InvalidArgument(f"need {self.k} shards to decode, got {len(shards)}")
         length = shard_length(stripe_size, self.k)
@@ -68,13 +93,13 @@ class StripeCodec:
             if len(data) != length:
                 raise InvalidArgument(f"shard {index} has {len(data)} bytes, expected {length}")
         if stripe_size == 0:
-            return b""
+            return []
         if all(i in shards for i in range(self.k)):
             blocks: Sequence[bytes | memoryview] = [shards[i] for i in range(self.k)]
         else:
             chosen = sorted(shards)[: self.k]
             blocks = self._decoder.decode(tuple(shards[i] for i in chosen), tuple(chosen))
-        return b"".join(blocks)[:stripe_size]
+        return cut_views([memoryview(b) for b in blocks], 0, stripe_size)
 
     def encode_shard(self, stripe: bytes | memoryview, index: int) -> bytes:
         """Return only shard `index` of `stripe` (used by repair to rebuild one shard)."""

@@ -1,37 +1,159 @@
 """Moving one shard to or from a storage node: the streaming PutShard/GetShard calls that the
-client, repairing nodes and the coordinator all use."""
+client, repairing nodes and the coordinator all use.
+
+The shard bytes skip protobuf message objects on this side of the wire. A PutShard message is
+written as its protobuf encoding straight from the caller's buffer (`b"".join` of a few header
+bytes and the shard: one copy, where building a `PutShardRequest` from a memoryview and
+serializing it takes four), and a GetShard message is parsed without copying its payload, which
+comes back as a memoryview into the received message (protobuf would copy it twice). The node
+uses the generated classes; both sides speak storage.proto's wire format, which this module
+reads and writes for those two messages only.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+import weakref
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
+from google.protobuf.message import DecodeError
 
 from shoal.common.channels import NodeChannels
-from shoal.common.checksum import shard_checksum
-from shoal.common.rpc import STREAM_CHUNK_BYTES
+from shoal.common.checksum import Buffer, shard_checksum
+from shoal.common.rpc import MAX_MESSAGE_BYTES
+from shoal.common.units import MiB
 from shoal.rpc.v1 import storage_pb2 as spb
 
+PUT_SHARD_METHOD = "/shoal.rpc.v1.StorageNode/PutShard"
+GET_SHARD_METHOD = "/shoal.rpc.v1.StorageNode/GetShard"
+# Shard bytes per PutShard message. Larger messages cost less per byte (each message is a
+# round of wake-ups on both sides); a 1 MiB shard, (4, 6) with 4 MiB stripes, is one message.
+PUT_MESSAGE_BYTES = 4 * MiB
+assert PUT_MESSAGE_BYTES + 4096 <= MAX_MESSAGE_BYTES
 
-async def _shard_messages(
-    sid: str, data: bytes | memoryview, checksum: bytes
-) -> AsyncIterator[spb.PutShardRequest]:
-    view = memoryview(data)
-    header = spb.ShardHeader(shard_id=sid, length=len(view), checksum=checksum)
-    yield spb.PutShardRequest(header=header, data=bytes(view[:STREAM_CHUNK_BYTES]))
-    for offset in range(STREAM_CHUNK_BYTES, len(view), STREAM_CHUNK_BYTES):
-        yield spb.PutShardRequest(data=bytes(view[offset : offset + STREAM_CHUNK_BYTES]))
+# Protobuf wire-format keys (field number << 3 | wire type 2, length-delimited) of the fields
+# of PutShardRequest / GetShardResponse: 1 = header (ShardHeader), 2 = data (bytes).
+_HEADER_KEY = b"\x0a"
+_DATA_KEY = b"\x12"
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(view) or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        byte = view[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def encode_put_message(header: spb.ShardHeader | None, data: Buffer) -> bytes:
+    """The wire encoding of `PutShardRequest(header=header, data=data)`, copying `data` once."""
+    parts: list[Buffer] = []
+    if header is not None:
+        encoded = header.SerializeToString()
+        parts += [_HEADER_KEY, _varint(len(encoded)), encoded]
+    if len(data):
+        parts += [_DATA_KEY, _varint(len(data)), data]
+    return b"".join(parts)
+
+
+@dataclass(frozen=True)
+class ShardMessage:
+    """One GetShard message: the header (first message only) and a view of its data."""
+
+    header: spb.ShardHeader | None
+    data: memoryview
+
+
+def decode_get_message(raw: bytes) -> ShardMessage:
+    """Parse a `GetShardResponse` encoding without copying its data (unknown fields skipped);
+    ValueError when it is malformed."""
+    view = memoryview(raw)
+    header: spb.ShardHeader | None = None
+    data = view[0:0]
+    pos = 0
+    while pos < len(view):
+        key, pos = _read_varint(view, pos)
+        wire_type = key & 7
+        if wire_type == 0:
+            _value, pos = _read_varint(view, pos)
+            continue
+        if wire_type in (1, 5):
+            pos += 8 if wire_type == 1 else 4
+            continue
+        if wire_type != 2:
+            raise ValueError(f"unsupported wire type {wire_type}")
+        size, pos = _read_varint(view, pos)
+        if pos + size > len(view):
+            raise ValueError("field runs past the end of the message")
+        field = key >> 3
+        if field == 1:
+            try:
+                header = spb.ShardHeader.FromString(bytes(view[pos : pos + size]))
+            except DecodeError as exc:
+                raise ValueError(f"malformed shard header ({exc})") from None
+        elif field == 2:
+            data = view[pos : pos + size]
+        pos += size
+    if pos != len(view):
+        raise ValueError("message ends inside a field")
+    return ShardMessage(header, data)
+
+
+@dataclass(frozen=True)
+class _RawCalls:
+    put: grpc.aio.StreamUnaryMultiCallable[bytes, spb.PutShardResponse]
+    get: grpc.aio.UnaryStreamMultiCallable[spb.GetShardRequest, ShardMessage]
+
+
+# Per channel of NodeChannels (a reset channel gets fresh calls): the two shard methods with the
+# (de)serializers above, on the same channel, hence the same interceptors, token and TLS.
+_raw_calls: weakref.WeakKeyDictionary[object, _RawCalls] = weakref.WeakKeyDictionary()
+
+
+def _calls(channels: NodeChannels, address: str) -> _RawCalls:
+    channel = channels.channel(address)
+    calls = _raw_calls.get(channel)
+    if calls is None:
+        calls = _RawCalls(
+            put=channel.stream_unary(
+                PUT_SHARD_METHOD,
+                request_serializer=None,
+                response_deserializer=spb.PutShardResponse.FromString,
+            ),
+            get=channel.unary_stream(
+                GET_SHARD_METHOD,
+                request_serializer=spb.GetShardRequest.SerializeToString,
+                response_deserializer=decode_get_message,
+            ),
+        )
+        _raw_calls[channel] = calls
+    return calls
 
 
 async def put_shard(
     channels: NodeChannels,
     address: str,
     sid: str,
-    data: bytes | memoryview,
+    data: Buffer,
     checksum: bytes,
     timeout_s: float,
 ) -> None:
@@ -39,26 +161,50 @@ async def put_shard(
 
     An UNAVAILABLE failure resets the channel so the next call reconnects at once.
     """
-    stub = channels.stub(address)
+    view = memoryview(data).cast("B")
+    header = spb.ShardHeader(shard_id=sid, length=len(view), checksum=checksum)
     try:
-        await stub.PutShard(_shard_messages(sid, data, checksum), timeout=timeout_s)
+        call = _calls(channels, address).put(timeout=timeout_s)
+        try:
+            await call.write(encode_put_message(header, view[:PUT_MESSAGE_BYTES]))
+            for offset in range(PUT_MESSAGE_BYTES, len(view), PUT_MESSAGE_BYTES):
+                chunk = view[offset : offset + PUT_MESSAGE_BYTES]
+                await call.write(encode_put_message(None, chunk))
+            await call.done_writing()
+        except asyncio.InvalidStateError:
+            # The node ended the call before the last write (e.g. it refused the header):
+            # awaiting the call raises its status.
+            await call
+            raise
+        await call
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.UNAVAILABLE:
             await channels.reset(address)
         raise
 
 
-async def get_shard(channels: NodeChannels, address: str, sid: str, timeout_s: float) -> bytes:
-    """Fetch a shard's bytes (the node verified them); raises grpc.aio.AioRpcError.
+async def get_shard_view(
+    channels: NodeChannels, address: str, sid: str, timeout_s: float
+) -> memoryview:
+    """Fetch a shard's bytes (the node verified them) without copying a one-message shard;
+    raises grpc.aio.AioRpcError.
 
     A first UNAVAILABLE is retried once on a fresh channel: the cached one may still be in
     reconnect backoff from before the node restarted.
     """
     for attempt in (1, 2):
-        stub = channels.stub(address)
         try:
-            call = stub.GetShard(spb.GetShardRequest(shard_id=sid), timeout=timeout_s)
-            return b"".join([message.data async for message in call])
+            call = _calls(channels, address).get(
+                spb.GetShardRequest(shard_id=sid), timeout=timeout_s
+            )
+            pieces = []
+            async for message in call:
+                if message is None:  # grpc logged the parse error and handed on None
+                    raise ValueError(f"shard {sid}: malformed GetShard message")
+                pieces.append(message.data)
+            if len(pieces) == 1:
+                return pieces[0]
+            return memoryview(b"".join(pieces))
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == 2:
                 raise
@@ -66,20 +212,26 @@ async def get_shard(channels: NodeChannels, address: str, sid: str, timeout_s: f
     raise AssertionError("unreachable")
 
 
-def verify(data: bytes, length: int, checksum: bytes) -> bool:
+async def get_shard(channels: NodeChannels, address: str, sid: str, timeout_s: float) -> bytes:
+    """Fetch a shard's bytes as `bytes` (see `get_shard_view`)."""
+    return bytes(await get_shard_view(channels, address, sid, timeout_s))
+
+
+def verify(data: Buffer, length: int, checksum: bytes) -> bool:
     """True when `data` has the recorded length and checksum."""
     return len(data) == length and shard_checksum(data) == checksum
 
 
 S = TypeVar("S")
+T = TypeVar("T")
 
 
 async def gather_k(
     candidates: Sequence[S],
     k: int,
-    fetch: Callable[[S], Coroutine[Any, Any, bytes]],
+    fetch: Callable[[S], Coroutine[Any, Any, T]],
     hedge_after_s: float,
-) -> tuple[list[tuple[S, bytes]], list[tuple[S, Exception]]]:
+) -> tuple[list[tuple[S, T]], list[tuple[S, Exception]]]:
     """Fetch from `candidates` (best first) until `k` succeed or candidates run out.
 
     Starts `k` fetches; each failure starts the next candidate, and when no fetch has
@@ -88,9 +240,9 @@ async def gather_k(
     each came from; `fetch` exceptions are collected, never raised.
     """
     queue = list(candidates)
-    got: list[tuple[S, bytes]] = []
+    got: list[tuple[S, T]] = []
     failed: list[tuple[S, Exception]] = []
-    running: dict[asyncio.Task[bytes], S] = {}
+    running: dict[asyncio.Task[T], S] = {}
 
     def launch() -> None:
         if queue:

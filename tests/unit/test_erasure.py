@@ -138,3 +138,16 @@ def test_encode_shard_matches_encode() -> None:
     shards = codec.encode(stripe)
     for index in range(6):
         assert codec.encode_shard(stripe, index) == bytes(shards[index])
+
+
+@pytest.mark.parametrize("size", [1, 4095, 4096, 4097, 10_000])
+def test_decode_blocks_are_views_cut_to_the_stripe(size: int) -> None:
+    codec = StripeCodec(4, 6)
+    stripe = _payload(size, size)
+    shards = [bytes(s) for s in codec.encode(stripe)]
+    healthy = codec.decode_blocks(dict(enumerate(shards[:4])), size)
+    assert b"".join(healthy) == stripe
+    assert all(any(v.obj is s for s in shards) for v in healthy)  # the data shards, not copies
+    degraded = codec.decode_blocks({i: shards[i] for i in (0, 2, 4, 5)}, size)
+    assert b"".join(degraded) == stripe == codec.decode({i: shards[i] for i in (1, 3, 4, 5)}, size)
+    assert codec.decode_blocks(dict(enumerate(codec.encode(b""))), 0) == []
