@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import uvloop
 
 from shoal.common import logging as shoal_logging
+from shoal.common import malloc_tuning
 from shoal.common.config import load_config
 from shoal.common.errors import ConfigError
 
@@ -46,12 +47,14 @@ def run_daemon(serve: Callable[[asyncio.Event], Awaitable[None]]) -> int:
 
 
 def write_ready_file(path: str, data: dict[str, Any]) -> None:
-    """Atomically write `data` as JSON to `path` (temp file + rename), for launchers and tests."""
+    """Atomically write `data` as JSON to `path` (temp file + rename), for launchers and tests,
+    with this process's pid and its malloc tuning (`malloc_mmap_threshold`: 0 when untuned)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".ready-")
     with os.fdopen(fd, "w") as handle:
-        json.dump({"pid": os.getpid(), **data}, handle)
+        tuning = {"malloc_mmap_threshold": malloc_tuning.tuned_threshold()}
+        json.dump({"pid": os.getpid(), **tuning, **data}, handle)
     os.replace(tmp, target)
 
 
@@ -69,14 +72,22 @@ def daemon_main(
     prog: str,
     description: str,
     serve: Callable[[C, asyncio.Event], Awaitable[None]],
+    mmap_threshold: int = malloc_tuning.CLIENT_MMAP_THRESHOLD,
 ) -> int:
     """The whole entry point of a daemon: load its config (flags, SHOAL_* env, TOML), set up
-    logging, run `serve(config, shutdown)` on uvloop, and turn a ConfigError raised while
-    starting into one line on stderr with exit status 2."""
+    logging, tune glibc's malloc to keep buffers up to `mmap_threshold` bytes (a daemon is
+    Shoal's own process; SHOAL_MALLOC_TUNING=0 or the operator's MALLOC_* / GLIBC_TUNABLES
+    settings turn it off, see `common.malloc_tuning`), run `serve(config, shutdown)` on
+    uvloop, and turn a ConfigError raised while starting into one line on stderr with exit
+    status 2."""
     config, _args = load_config(config_cls, argv, prog=prog, description=description)
     shoal_logging.configure(
         getattr(config, "log_level", "INFO"), getattr(config, "log_format", "text")
     )
+    # Reported in the ready file; logged at debug level only, as a ConfigError must remain
+    # the one line on stderr.
+    tuned = malloc_tuning.tune_own_process(mmap_threshold)
+    log.debug("malloc tuning", extra={"tuned": tuned, "mmap_threshold": mmap_threshold})
     try:
         return run_daemon(lambda shutdown: serve(config, shutdown))
     except ConfigError as exc:

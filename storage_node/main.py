@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from shoal.common import malloc_tuning
 from shoal.common.errors import ConfigError
 from shoal.common.health import Health
 from shoal.common.ids import new_node_id
@@ -100,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="shoal-node",
         description="Shoal storage node: stores shards durably.",
         serve=serve,
+        mmap_threshold=malloc_tuning.NODE_MMAP_THRESHOLD,  # keeps buffers of any shard size
     )
 
 

@@ -25,6 +25,7 @@ from shoal.client.cli import (
     cmd_status,
 )
 from shoal.client.cli.failures import NoCoordinator, UsageError, describe
+from shoal.common import malloc_tuning
 from shoal.common.errors import ConnectionFailed, ShoalError, Unavailable
 
 PROG = "clusterctl"
@@ -135,6 +136,7 @@ def _silence_stdout() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run clusterctl with `argv` (default: sys.argv[1:]); returns the exit status."""
     args = build_parser().parse_args(argv)
+    malloc_tuning.tune_own_process()  # Shoal's own tool (a library user must opt in)
     handler: Handler = args.handler
     try:
         return handler(args)
