@@ -10,6 +10,11 @@ the manifest; mismatches are reported to the coordinator and never returned.
 When fewer than `k` shards of a stripe can be had, `Unavailable` names the object, the stripe,
 the count found versus needed, and why each missing shard is missing. All fetches run in
 parallel with a per-shard timeout, so this answer comes within a bounded time.
+
+Shard bytes are not copied on the way: each arrives as a view into its gRPC message, is
+verified in place, and a stripe is a list of such views (cut to the stripe's size, decoded
+blocks in a degraded read). `views` hands them on as they are, so `get` copies every byte once,
+into the result, and `download` none; `stripes` joins each stripe into bytes (one copy).
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ from dataclasses import dataclass
 import grpc.aio
 
 from shoal.common.channels import NodeChannels
-from shoal.common.erasure import StripeCodec
-from shoal.common.errors import CorruptData, NotFound, ShoalError, Unavailable
+from shoal.common.erasure import StripeCodec, cut_views
+from shoal.common.errors import CorruptData, InvalidArgument, NotFound, ShoalError, Unavailable
+from shoal.common.malloc_tuning import keep_shard_buffers
 from shoal.common.names import shard_id
 from shoal.common.rpc import to_shoal_error
-from shoal.common.shard_transfer import gather_k, get_shard, verify
+from shoal.common.shard_transfer import gather_k, get_shard_view, verify
 from shoal.common.units import format_duration
 from shoal.rpc.v1 import common_pb2 as common
 from shoal.rpc.v1 import coordinator_pb2 as cpb
@@ -75,6 +81,9 @@ class ObjectReader:
         self.tuning = tuning
         self.codec = StripeCodec(self.info.k, self.info.n) if self.info.stripe_count else None
         self._pages: dict[int, common.StripeLocation] = {s.index: s for s in located.stripes}
+        # Nodes this reader found unreachable or timed out: tried last for the next stripes.
+        self._unreachable: set[str] = set()
+        keep_shard_buffers()  # a no-op in a user program unless it opted in (malloc_tuning)
 
     async def _location(self, index: int) -> common.StripeLocation:
         if index not in self._pages:
@@ -96,13 +105,25 @@ class ObjectReader:
 
     async def stripes(self, first: int, last: int) -> AsyncGenerator[bytes, None]:
         """Yield stripes first..last (inclusive) in order, fetching a few ahead."""
-        window: list[asyncio.Task[bytes]] = []
+        async with contextlib.aclosing(self.stripe_views(first, last)) as stripes:
+            async for views in stripes:
+                yield b"".join(views)
+
+    async def stripe_views(self, first: int, last: int) -> AsyncGenerator[list[memoryview], None]:
+        """Like `stripes`, each stripe as views of the received shards (nothing copied)."""
+        if type(self).stripes is not ObjectReader.stripes:
+            # A subclass with stripes of its own (e.g. an inline object) reads through them.
+            async with contextlib.aclosing(self.stripes(first, last)) as own:
+                async for stripe in own:
+                    yield [memoryview(stripe)]
+            return
+        window: list[asyncio.Task[list[memoryview]]] = []
         next_index = first
         try:
             while next_index <= last or window:
                 while next_index <= last and len(window) < max(self.tuning.readahead_stripes, 1):
                     location = await self._location(next_index)
-                    window.append(asyncio.create_task(self.read_stripe(location)))
+                    window.append(asyncio.create_task(self.read_stripe_views(location)))
                     next_index += 1
                 yield await window.pop(0)
         finally:
@@ -112,17 +133,48 @@ class ObjectReader:
                 with contextlib.suppress(BaseException):
                     await task
 
-    async def _fetch(self, stripe: common.StripeLocation, shard: common.ShardLocation) -> bytes:
+    async def views(
+        self, offset: int = 0, length: int | None = None
+    ) -> AsyncGenerator[list[memoryview], None]:
+        """Yield `length` bytes from `offset` (to the end when None), stripe by stripe, as
+        views of the received shards: join them once, or write them out, without a copy."""
+        info = self.info
+        if offset > info.size:
+            raise InvalidArgument(
+                f"offset {offset} is beyond the object's size of {info.size} bytes"
+            )
+        end = info.size if length is None else min(info.size, offset + length)
+        if end <= offset:
+            return
+        first = offset // info.stripe_bytes
+        last = (end - 1) // info.stripe_bytes
+        position = first * info.stripe_bytes
+        # aclosing: stopping early must cancel the read-ahead at once, not when collected.
+        async with contextlib.aclosing(self.stripe_views(first, last)) as stripes:
+            async for views in stripes:
+                size = sum(len(v) for v in views)
+                yield cut_views(views, max(offset - position, 0), min(end - position, size))
+                position += size
+
+    async def _fetch(
+        self, stripe: common.StripeLocation, shard: common.ShardLocation
+    ) -> memoryview:
         if not shard.address:
             raise ShardFailure("node unknown to the coordinator")
         sid = shard_id(self.info.version_id, stripe.index, shard.shard_index)
         try:
-            data = await get_shard(self.channels, shard.address, sid, self.tuning.shard_timeout_s)
+            data = await get_shard_view(
+                self.channels, shard.address, sid, self.tuning.shard_timeout_s
+            )
+        except ValueError as exc:
+            raise ShardFailure(f"malformed reply ({exc})") from None
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                self._unreachable.add(shard.address)
                 raise ShardFailure(f"timeout after {self.tuning.shard_timeout_s:g}s") from None
             if code == grpc.StatusCode.UNAVAILABLE:
+                self._unreachable.add(shard.address)
                 raise ShardFailure(_down_reason(shard)) from None
             error = to_shoal_error(exc)
             if isinstance(error, CorruptData):
@@ -132,19 +184,32 @@ class ObjectReader:
             raise ShardFailure(str(error)) from None
         if not verify(data, shard.length, shard.checksum):
             raise ShardFailure("checksum mismatch", corrupt=True)
+        self._unreachable.discard(shard.address)
         return data
 
     def _candidates(self, stripe: common.StripeLocation) -> list[common.ShardLocation]:
-        """Shards in the order to try: healthy data shards, healthy parity, then the doubtful."""
+        """Shards in the order to try: healthy data shards, healthy parity, then the doubtful
+        (including nodes this reader could not reach for an earlier stripe: the coordinator
+        may not have noticed yet, and asking them first would cost every stripe a failed
+        attempt before its parity is fetched)."""
 
         def rank(shard: common.ShardLocation) -> tuple[int, int]:
-            doubtful = shard.state != "ok" or shard.node_state == "down"
+            doubtful = (
+                shard.state != "ok"
+                or shard.node_state == "down"
+                or shard.address in self._unreachable
+            )
             return (1 if doubtful else 0, shard.shard_index)
 
         return sorted(stripe.shards, key=rank)
 
     async def read_stripe(self, stripe: common.StripeLocation) -> bytes:
         """Return one stripe's bytes, or raise Unavailable/CorruptData saying what is missing."""
+        return b"".join(await self.read_stripe_views(stripe))
+
+    async def read_stripe_views(self, stripe: common.StripeLocation) -> list[memoryview]:
+        """One stripe as views of its verified data shards (or decoded blocks), cut to the
+        stripe's size; raises Unavailable/CorruptData saying what is missing."""
         assert self.codec is not None
         k = self.info.k
         got, failures, corrupt = await self._gather(stripe)
@@ -157,19 +222,19 @@ class ObjectReader:
                 raise CorruptData(message)
             raise Unavailable(message)
         if all(i in got for i in range(k)):
-            return b"".join(got[i] for i in range(k))[: stripe.size]
-        chosen = {i: got[i] for i in sorted(got)[:k]}
-        return await asyncio.to_thread(self.codec.decode, chosen, stripe.size)
+            return cut_views([got[i] for i in range(k)], 0, stripe.size)
+        chosen: dict[int, bytes | memoryview] = {i: got[i] for i in sorted(got)[:k]}
+        return await asyncio.to_thread(self.codec.decode_blocks, chosen, stripe.size)
 
     async def _gather(
         self, stripe: common.StripeLocation
-    ) -> tuple[dict[int, bytes], dict[int, str], list[tuple[common.ShardLocation, str]]]:
+    ) -> tuple[dict[int, memoryview], dict[int, str], list[tuple[common.ShardLocation, str]]]:
         """Fetch until k good shards arrive or candidates run out.
 
         Returns (shards by index, failure reason by index, corrupt shards with reasons).
         """
 
-        async def fetch(shard: common.ShardLocation) -> bytes:
+        async def fetch(shard: common.ShardLocation) -> memoryview:
             return await self._fetch(stripe, shard)
 
         successes, failures = await gather_k(
@@ -187,7 +252,7 @@ class ObjectReader:
         return got, reasons, corrupt
 
     def _explain(
-        self, stripe: common.StripeLocation, got: dict[int, bytes], failures: dict[int, str]
+        self, stripe: common.StripeLocation, got: dict[int, memoryview], failures: dict[int, str]
     ) -> str:
         held = {s.shard_index for s in stripe.shards}
         missing = [failures[i] for i in sorted(failures)]

@@ -27,6 +27,7 @@ from shoal.common.channels import NodeChannels
 from shoal.common.checksum import StreamingChecksum, shard_checksum
 from shoal.common.erasure import StripeCodec
 from shoal.common.errors import InsufficientNodes, ShoalError
+from shoal.common.malloc_tuning import keep_shard_buffers
 from shoal.common.names import shard_id
 from shoal.common.rpc import to_shoal_error
 from shoal.common.shard_transfer import put_shard
@@ -75,6 +76,7 @@ class StripeWriter:
         self.codec = StripeCodec(begin.k, begin.n)
         self.state.placements[0] = list(begin.first_stripe.nodes)
         self._placing: dict[int, asyncio.Future[None]] = {}
+        keep_shard_buffers()  # a no-op in a user program unless it opted in (malloc_tuning)
 
     async def placement(self, index: int) -> list[common.NodeInfo]:
         """Candidate nodes of stripe `index` (placed first, then handoffs), fetched in batches."""

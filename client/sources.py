@@ -81,9 +81,14 @@ class StripeSource:
         async for piece in _pieces(data):
             if not isinstance(piece, (bytes, bytearray, memoryview)):
                 raise InvalidArgument(f"iterable yielded a {type(piece).__name__}, expected bytes")
+            if not buffer and len(piece) == stripe_bytes and isinstance(piece, bytes):
+                yield memoryview(piece)  # a piece that is exactly one stripe: no copy
+                continue
             buffer += piece
             while len(buffer) >= stripe_bytes:
-                yield memoryview(bytes(buffer[:stripe_bytes]))
+                with memoryview(buffer) as view:
+                    stripe = bytes(view[:stripe_bytes])  # one copy (slicing would add one)
+                yield memoryview(stripe)
                 del buffer[:stripe_bytes]
         if buffer:
             yield memoryview(bytes(buffer))

@@ -1,0 +1,162 @@
+"""ObjectReader against real storage nodes (StorageNodeServicer over grpc.aio servers in this
+process, shards written with `put_shard`): ranges come back as views into the received
+messages, and a node found unreachable is asked last for the following stripes."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+
+from shoal.client.get import GetTuning, ObjectReader
+from shoal.common.channels import NodeChannels
+from shoal.common.checksum import shard_checksum
+from shoal.common.erasure import StripeCodec
+from shoal.common.rpc import SERVER_OPTIONS
+from shoal.common.shard_transfer import put_shard
+from shoal.rpc.v1 import common_pb2 as common
+from shoal.rpc.v1 import coordinator_pb2 as cpb
+from shoal.rpc.v1 import storage_pb2 as spb
+from shoal.rpc.v1 import storage_pb2_grpc as spb_grpc
+from shoal.storage_node.service import StorageNodeServicer
+from shoal.storage_node.shard_store import ShardStore
+
+VERSION = "7f" * 16
+STRIPE = 4096
+K, N = 4, 6
+
+
+class Refusing(grpc.aio.ServerInterceptor):
+    """While `refuse` is set, the node answers GetShard with UNAVAILABLE (as a node shutting
+    down does) and records the stripe asked for."""
+
+    def __init__(self) -> None:
+        self.refuse = False
+        self.asked: list[int] = []
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if not (self.refuse and details.method.endswith("/GetShard")):
+            return handler
+
+        async def refuse(request: spb.GetShardRequest, context: Any) -> AsyncIterator[Any]:
+            self.asked.append(int(request.shard_id.split(".")[1]))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "going down")
+            yield  # pragma: no cover (an async generator, as GetShard is)
+
+        return grpc.unary_stream_rpc_method_handler(
+            refuse,
+            request_deserializer=spb.GetShardRequest.FromString,
+            response_serializer=spb.GetShardResponse.SerializeToString,
+        )
+
+
+@dataclass
+class Cluster:
+    addresses: list[str]
+    interceptors: list[Refusing]
+    channels: NodeChannels
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    servers, addresses, interceptors = [], [], []
+    for i in range(N):
+        interceptor = Refusing()
+        server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[interceptor])
+        store = ShardStore(tmp_path / f"node-{i}", capacity_bytes=64 * 1024 * 1024)
+        spb_grpc.add_StorageNodeServicer_to_server(StorageNodeServicer(store, f"n{i}"), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        servers.append(server)
+        addresses.append(f"127.0.0.1:{port}")
+        interceptors.append(interceptor)
+    channels = NodeChannels()
+    try:
+        yield Cluster(addresses, interceptors, channels)
+    finally:
+        await channels.close()
+        for server in servers:
+            await server.stop(None)
+
+
+async def store_object(cluster: Cluster, data: bytes) -> cpb.LocateResponse:
+    """Write `data` as stripes of STRIPE bytes, shard i of stripe s on node (s + i) % N."""
+    codec = StripeCodec(K, N)
+    stripes = []
+    for index, start in enumerate(range(0, len(data), STRIPE)):
+        piece = data[start : start + STRIPE]
+        shards = [bytes(s) for s in codec.encode(piece)]
+        locations = []
+        for i, shard in enumerate(shards):
+            address = cluster.addresses[(index + i) % N]
+            checksum = shard_checksum(shard)
+            sid = f"{VERSION}.{index}.{i}"
+            await put_shard(cluster.channels, address, sid, shard, checksum, 5.0)
+            locations.append(
+                common.ShardLocation(
+                    shard_index=i, node_id=address, address=address, length=len(shard),
+                    checksum=checksum, state="ok", node_state="up",
+                )
+            )  # fmt: skip
+        stripes.append(
+            common.StripeLocation(
+                index=index, size=len(piece), shard_length=len(shards[0]), shards=locations
+            )
+        )
+    info = common.ObjectInfo(
+        bucket="b", key="k", size=len(data), k=K, n=N, version_id=VERSION,
+        stripe_bytes=STRIPE, stripe_count=len(stripes),
+    )  # fmt: skip
+    return cpb.LocateResponse(info=info, stripes=stripes)
+
+
+async def no_coordinator(method: str, request: object) -> object:
+    raise AssertionError(f"unexpected coordinator call {method}")
+
+
+def reader_for(cluster: Cluster, located: cpb.LocateResponse) -> ObjectReader:
+    tuning = GetTuning(readahead_stripes=1, shard_timeout_s=5.0)
+    return ObjectReader(located, cluster.channels, no_coordinator, tuning)
+
+
+@pytest.mark.parametrize(
+    ("offset", "length"),
+    [(0, None), (1, 10), (STRIPE - 3, 7), (STRIPE, STRIPE), (5000, None), (0, 0)],
+)
+@pytest.mark.parametrize("stopped", [0, 2], ids=["healthy", "degraded"])
+async def test_views_are_the_range_without_copies(
+    cluster: Cluster, offset: int, length: int | None, stopped: int
+) -> None:
+    data = random.Random(1).randbytes(3 * STRIPE - 100)
+    reader = reader_for(cluster, await store_object(cluster, data))
+    for interceptor in cluster.interceptors[:stopped]:
+        interceptor.refuse = True
+    views = [v async for stripe in reader.views(offset, length) for v in stripe]
+    end = len(data) if length is None else offset + length
+    assert b"".join(views) == data[offset:end]
+    if not stopped:
+        # Views into the received messages (each holds a header and a key besides the data).
+        assert all(isinstance(v.obj, bytes) and len(v.obj) > len(v) for v in views)
+
+
+async def test_a_node_found_unreachable_is_asked_last_for_later_stripes(
+    cluster: Cluster,
+) -> None:
+    data = random.Random(2).randbytes(3 * STRIPE)
+    reader = reader_for(cluster, await store_object(cluster, data))
+    down = cluster.interceptors[1]  # data shard 1 of stripe 0, 0 of stripe 1, parity of 2
+    down.refuse = True
+    assert b"".join([s async for s in reader.stripes(0, 2)]) == data
+    # Asked for stripe 0 (and once more on a fresh channel), never again once unreachable.
+    assert set(down.asked) == {0}
