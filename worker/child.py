@@ -73,6 +73,7 @@ class _RetryingClient:
 
     def __init__(self, client: Any) -> None:
         self._client = client
+        self._shuffle: tuple[int, int] | None = None
 
     def _retry(self, call: Callable[[], Any]) -> Any:
         from shoal.client import ConnectionFailed
@@ -91,8 +92,25 @@ class _RetryingClient:
     def get(self, bucket: str, key: str) -> bytes:
         return self._retry(lambda: self._client.get(bucket, key))  # type: ignore[no-any-return]
 
-    def put(self, bucket: str, key: str, data: bytes) -> Any:
-        return self._retry(lambda: self._client.put(bucket, key, data))
+    def put(
+        self, bucket: str, key: str, data: bytes, redundancy: tuple[int, int] | None = None
+    ) -> Any:
+        k, n = redundancy or (None, None)
+        return self._retry(lambda: self._client.put(bucket, key, data, k=k, n=n))
+
+    def shuffle_redundancy(self) -> tuple[int, int]:
+        """(k, n) for map outputs: `n - k + 1` whole replicas, for the internal bucket's
+        (k, n). A replica survives the same `n - k` node losses as the bucket's erasure
+        code, and a map output (a few KiB to a few MiB, written once, read once by one
+        reducer, deleted with the job) then costs `n - k + 1` shard writes instead of `n`,
+        and one shard read instead of `k`. Replication's storage overhead matters little
+        for data that lives as long as its job."""
+        if self._shuffle is None:
+            buckets = self._retry(self._client.list_buckets)
+            bucket = next((b for b in buckets if b.name == INTERNAL_BUCKET), None)
+            k, n = (bucket.k, bucket.n) if bucket else (1, 3)
+            self._shuffle = (1, n - k + 1)
+        return self._shuffle
 
     def read(self, bucket: str, key: str, on_bytes: Callable[[int], None]) -> bytes:
         """The whole object, calling on_bytes(bytes read so far) as pieces arrive."""
@@ -192,9 +210,11 @@ def run_map(program: dict[str, Any], task: dict[str, Any]) -> tuple[bytes, list[
     pairs = _user(lambda: list(mapper(task["input_key"], data)))
     groups = _group(pairs, program["partitions"], combiner)
     sizes = []
+    redundancy = client.shuffle_redundancy()
     for partition, group in enumerate(groups):
         blob = pickle.dumps(group, protocol=pickle.HIGHEST_PROTOCOL)
-        client.put(INTERNAL_BUCKET, map_output_key(task["job_id"], task["index"], partition), blob)
+        key = map_output_key(task["job_id"], task["index"], partition)
+        client.put(INTERNAL_BUCKET, key, blob, redundancy)
         sizes.append(len(blob))
     report_progress(total, total)
     return b"", sizes

@@ -28,6 +28,7 @@ from shoal.client import (
     JobCancelled,
     JobFailed,
     JobOptions,
+    ObjectInfo,
 )
 from shoal.client.cli.local_cluster import LocalCluster, pid_alive
 from shoal.common.jobspec import INTERNAL_BUCKET, map_output_prefix, partition_of
@@ -219,6 +220,63 @@ def test_word_count_equals_counter(
             lambda: not list(jobs_client.list(INTERNAL_BUCKET, map_output_prefix(job.id))),
             what="map intermediates to be deleted",
         )
+
+
+def padded_words(key: str, data: bytes) -> list[tuple[str, int]]:
+    """Mapper whose output per partition is well above the inline limit, so it is striped."""
+    return [(f"{key}-{i:05d}-" + "x" * 40, 1) for i in range(2000)]
+
+
+def reducer_waiting_for(address: str, bucket: str, marker: str) -> Callable[[str, list[int]], int]:
+    """A reducer that first waits (bounded) until `marker` exists, so the test can look at
+    the map outputs while they are still there."""
+
+    waited: list[bool] = []  # per task process: wait before its first word only
+
+    def reduce(word: str, counts: list[int]) -> int:
+        if not waited:
+            with Client(address) as client:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    if list(client.list(bucket, marker)):
+                        break
+                    time.sleep(0.1)  # poll interval of a wait bounded by the deadline
+            waited.append(True)
+        return sum(counts)
+
+    return reduce
+
+
+def test_map_outputs_are_replicated(jobs_cluster: LocalCluster, jobs_client: Client) -> None:
+    """A map output is stored as n - k + 1 whole replicas (k = 1) of the internal bucket's
+    (k, n) = (4, 6): three copies survive the same two node losses with half the shard writes,
+    and a reducer reads one shard instead of four."""
+    bucket = unique("shuffle")
+    jobs_client.create_bucket(bucket, 4, 6)
+    jobs_client.put(bucket, "in-0", b"unused")
+    marker = f"go-{unique('marker')}"
+    job = jobs_client.map_reduce(
+        padded_words,
+        reducer_waiting_for(jobs_cluster.address, bucket, marker),
+        inputs=[(bucket, "in-0")],
+        partitions=2,
+        options=NO_BACKUPS,
+    )
+    outputs: list[ObjectInfo] = []
+
+    def map_outputs_written() -> bool:
+        outputs[:] = list(jobs_client.list(INTERNAL_BUCKET, map_output_prefix(job.id)))
+        return len(outputs) == 2
+
+    try:
+        wait_for(map_outputs_written, what="both map outputs")
+        for info in outputs:
+            assert not info.inline
+            assert (info.k, info.n) == (1, 3), info
+            assert jobs_client.head(INTERNAL_BUCKET, info.key).stripe_count >= 1
+    finally:
+        jobs_client.put(bucket, marker, b"")
+    assert sum(dict(job.result(timeout=90)).values()) == 2000
 
 
 @pytest.mark.parametrize("chunksize", [None, 5], ids=["one-per-task", "chunks-of-5"])
