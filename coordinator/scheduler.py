@@ -54,6 +54,10 @@ PREFETCH_MIN_SAMPLES = 3
 PREFETCH_QUEUE_S = 0.05
 # At most this many cpus of queued (prefetched) attempts per worker, whatever it asks.
 MAX_PREFETCH_CPUS = 64.0
+# A prefetched attempt still queued this long after its lease sits behind a task that turned
+# out long: it is taken back (the worker is told to drop it) when another worker has a free
+# slot, so it runs there instead of waiting; losing it costs the task nothing.
+QUEUED_STALE_S = 1.0
 
 TaskKey = tuple[str, str, int]  # job id, phase, index
 
@@ -505,6 +509,7 @@ class Scheduler:
         now = time.monotonic()
         worker.last_heartbeat = now
         cancel = []
+        stale: list[tuple[Job, Task, int]] = []
         for key, number, done, total in running:
             job = self.jobs.get(key[0])
             task = job.tasks.get(key) if job else None
@@ -530,7 +535,25 @@ class Scheduler:
             # The task reports done of total; S_i is that fraction of the task's S_max_i.
             units = done * task.progress_total / total if total else float(done)
             attempt.done = max(attempt.done, min(units, float(task.progress_total)))
+            if attempt.queued and time.time() - attempt.started > QUEUED_STALE_S:
+                stale.append((job, task, number))
+        if stale and self._room_elsewhere(worker_id):
+            for job, task, number in stale:
+                self._drop_attempt(task.key, task, number, worker_id)
+                cancel.append((task.key, number))
+                if not task.active and task.state == RUNNING:
+                    self._requeue(job, task)
         return cancel
+
+    def _room_elsewhere(self, worker_id: str) -> bool:
+        """Whether another live worker has a whole free cpu (queued attempts count as held)."""
+        deadline = time.monotonic() - self.lease_timeout_s
+        return any(
+            other.worker_id != worker_id
+            and other.last_heartbeat > deadline
+            and sum(self._held_cpus(other)) + 1 <= other.cpus + 1e-9
+            for other in self.workers.values()
+        )
 
     def _drop_attempt(self, key: TaskKey, task: Task | None, number: int, worker_id: str) -> None:
         """Forget an attempt the worker is told to stop, so its cpus and memory count as

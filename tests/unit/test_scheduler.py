@@ -9,6 +9,7 @@ import time
 from shoal.coordinator.scheduler import (
     FAILED,
     PENDING,
+    QUEUED_STALE_S,
     RUNNING,
     SUCCEEDED,
     Job,
@@ -435,3 +436,32 @@ def test_queued_attempts_show_as_pending_until_they_start() -> None:
     reports = [(x.task.key, x.attempt, 0, 10) for x in (first, *queued)]
     scheduler.heartbeat("w", reports, {(queued[1].task.key, queued[1].attempt)})
     assert [shown_state(x.task) for x in (first, *queued)] == [RUNNING, RUNNING, PENDING]
+
+
+def test_stale_queued_attempts_move_to_a_worker_with_room() -> None:
+    """Prefetched attempts stuck behind a task that turned out long are taken back once
+    another worker has a free slot, without counting against the task."""
+    scheduler = scheduler_with(
+        Worker("a", "h1", "", cpus=1, memory=0), Worker("b", "h2", "", cpus=1, memory=0)
+    )
+    job = make_job("j", 20)
+    scheduler.add_job(job)
+    for _ in range(3):
+        (lease,) = scheduler.lease("a", 1, 0, 1)
+        complete_in(scheduler, "a", lease, 0.001)
+    (blocker,) = scheduler.lease("b", 1, 0, 1)  # b is busy for now
+    first, *queued = scheduler.lease("a", 1, 0, 3, prefetch=2)
+    assert len(queued) == 2
+    reports = [(x.task.key, x.attempt, 0, 10) for x in (first, *queued)]
+    waiting = {(x.task.key, x.attempt) for x in queued}
+    assert scheduler.heartbeat("a", reports, waiting) == [], "fresh in the queue: kept"
+    for lease in queued:  # a's first task runs long: the queued ones go stale
+        lease.task.active[lease.attempt].started -= 2 * QUEUED_STALE_S
+    assert scheduler.heartbeat("a", reports, waiting) == [], "nobody else has room: kept"
+    complete_in(scheduler, "b", blocker, 0.001)
+    cancelled = scheduler.heartbeat("a", reports, waiting)
+    assert sorted(cancelled or []) == sorted((x.task.key, x.attempt) for x in queued)
+    assert all(x.task.state == PENDING and x.task.lost == 0 for x in queued)
+    assert first.task.state == RUNNING
+    moved = scheduler.lease("b", 1, 0, 1)
+    assert [x.task.key for x in moved] == [queued[0].task.key]
