@@ -13,8 +13,8 @@ Who decides: the allocator belongs to the process, and a client *library* must n
 host program's allocator behind its back. So the tuning is
 
 * ON in Shoal's own programs: the daemons (`shoal-node`, `shoal-coordinator`, `shoal-worker`,
-  `shoal-s3`, through `common.lifecycle.daemon_main`), `clusterctl` and the bench. Each calls
-  `tune_own_process` first thing;
+  `shoal-s3`, through `common.lifecycle.daemon_main`), the worker's task slots, `clusterctl`
+  and the bench. Each calls `tune_own_process` first thing;
 * OFF in a user program that merely imports `shoal.client`; it opts in with
   `SHOAL_MALLOC_TUNING=1` in its environment (the client then tunes when it first reads or
   writes an object);

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
+from shoal.common import malloc_tuning
 from shoal.common.jobspec import (
     INTERNAL_BUCKET,
     internal_output_key,
@@ -317,9 +318,14 @@ def _die_with_parent() -> None:
 
 
 def slot_main(conn: Connection, coordinator: str, transport: Transport | None = None) -> None:
-    """Entry point of a slot process: serve tasks from the pipe until it closes."""
+    """Entry point of a slot process: serve tasks from the pipe until it closes.
+
+    A slot is one of the worker's own processes (as a Dask worker's is), so it gets the
+    daemons' malloc tuning: its tasks read and write objects through the SDK, whose shard
+    buffers would otherwise be zero-filled by the kernel again for every object."""
     global _conn, _coordinator, _transport
     _die_with_parent()
+    malloc_tuning.tune_own_process()
     _conn, _coordinator, _transport = conn, coordinator, transport
     while True:
         try:

@@ -525,3 +525,21 @@ def test_cancelled_tasks_give_their_slots_back(
         job = client.submit(nap, 0.0, job_options=JobOptions(cpus=2))
         assert job.result(timeout=8)[0] == cluster.workers["worker-1"].pid
         assert client.map(triple, range(6)).result(timeout=8) == [3 * x for x in range(6)]
+
+
+def slot_malloc_threshold() -> int:
+    """Run in a task: the malloc tuning of the task slot process (0 when untuned)."""
+    from shoal.common import malloc_tuning
+
+    return malloc_tuning.tuned_threshold()
+
+
+def test_task_slots_tune_malloc_like_the_daemons(jobs_client: Client) -> None:
+    """A task slot is one of the worker's own processes: its tasks' object reads and writes
+    get the daemons' malloc tuning (unless the operator's settings turn it off)."""
+    from shoal.common import malloc_tuning
+
+    glibc = hasattr(os, "confstr") and bool(os.confstr("CS_GNU_LIBC_VERSION"))
+    operator_settings = any(name in os.environ for name in malloc_tuning.OPERATOR_SETTINGS)
+    expected = malloc_tuning.CLIENT_MMAP_THRESHOLD if glibc and not operator_settings else 0
+    assert jobs_client.submit(slot_malloc_threshold).result(timeout=60) == expected
