@@ -21,9 +21,11 @@ import xxhash
 import zfec
 
 from bench.common import MIB, Report, Row, median_time
+from shoal.client.cli.local_cluster import ClusterSettings
 
 K, N = 4, 6
-STRIPE = 4 * MIB
+# The stripe size the bench's clusters use (their default), so baselines match what they do.
+STRIPE = ClusterSettings().stripe_bytes
 
 
 def fsync_dir(path: Path) -> None:

@@ -48,7 +48,7 @@ from bench.common import (
     timed,
 )
 from bench.ops import Op, OpsResult, closed_loop
-from bench.reference import K, N, ReferenceStore, codec_baselines
+from bench.reference import STRIPE, K, N, ReferenceStore, codec_baselines
 from shoal.client import Client
 from shoal.client.cli.local_cluster import LocalCluster
 
@@ -426,7 +426,7 @@ def streamed(report: Report, plan: Plan, address: str, ref: ReferenceStore, scra
 
 def measure(plan: Plan) -> Report:
     """Every storage figure of `plan`, in one report."""
-    report = Report(f"storage: 6 nodes at (4, 6), stripe 4 MiB ({plan.name})")
+    report = Report(f"storage: 6 nodes at (4, 6), stripe {STRIPE // MIB} MiB ({plan.name})")
     started = time.perf_counter()
     with TemporaryDirectory(prefix="shoal-bench-storage-") as scratch_dir:
         scratch = Path(scratch_dir)
