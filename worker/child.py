@@ -22,6 +22,7 @@ import pickle
 import signal
 import time
 import traceback
+import zlib
 from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
@@ -200,6 +201,27 @@ def _group(pairs: Iterable[Any], partitions: int, combiner: Any) -> list[dict[An
     return groups
 
 
+# Map outputs are compressed, as Hadoop and Spark compress their shuffle: a word count's
+# partitions pickle to 15-25 KiB and compress to well under the 16 KiB inline limit, so each
+# is one PutInline (no shard writes at all) instead of a striped object. zlib level 1 costs
+# about 0.1 ms for such a partition. The marker byte tells compressed outputs from the plain
+# pickles of earlier versions (whose first byte is the pickle PROTO opcode, 0x80).
+_COMPRESSED = b"Z"
+
+
+def pack_map_output(group: dict[Any, list[Any]]) -> bytes:
+    """One partition of a map task's output, as stored in the internal bucket."""
+    return _COMPRESSED + zlib.compress(pickle.dumps(group, protocol=pickle.HIGHEST_PROTOCOL), 1)
+
+
+def unpack_map_output(blob: bytes) -> dict[Any, list[Any]]:
+    """The partition `pack_map_output` stored (or a plain pickle from an earlier version)."""
+    if blob[:1] == _COMPRESSED:
+        blob = zlib.decompress(memoryview(blob)[1:])
+    group: dict[Any, list[Any]] = pickle.loads(blob)
+    return group
+
+
 def run_map(program: dict[str, Any], task: dict[str, Any]) -> tuple[bytes, list[int]]:
     client = _client_for_tasks()
     total = max(task["progress_total"], 1)
@@ -213,7 +235,7 @@ def run_map(program: dict[str, Any], task: dict[str, Any]) -> tuple[bytes, list[
     sizes = []
     redundancy = client.shuffle_redundancy()
     for partition, group in enumerate(groups):
-        blob = pickle.dumps(group, protocol=pickle.HIGHEST_PROTOCOL)
+        blob = pack_map_output(group)
         key = map_output_key(task["job_id"], task["index"], partition)
         client.put(INTERNAL_BUCKET, key, blob, redundancy)
         sizes.append(len(blob))
@@ -230,7 +252,7 @@ def run_reduce(program: dict[str, Any], task: dict[str, Any]) -> bytes:
     for map_index in range(task["map_tasks"]):
         blob = client.get(INTERNAL_BUCKET, map_output_key(job_id, map_index, partition))
         read += len(blob)
-        for key, values in pickle.loads(blob).items():
+        for key, values in unpack_map_output(blob).items():
             merged.setdefault(key, []).extend(values)
         report_progress(read, total)
     reducer = resolve(program["reducer"])

@@ -223,8 +223,11 @@ def test_word_count_equals_counter(
 
 
 def padded_words(key: str, data: bytes) -> list[tuple[str, int]]:
-    """Mapper whose output per partition is well above the inline limit, so it is striped."""
-    return [(f"{key}-{i:05d}-" + "x" * 40, 1) for i in range(2000)]
+    """Mapper whose output per partition stays well above the inline limit once compressed
+    (hex digests barely compress), so it is striped."""
+    import hashlib
+
+    return [(hashlib.sha256(f"{key}-{i}".encode()).hexdigest(), 1) for i in range(2000)]
 
 
 def reducer_waiting_for(address: str, bucket: str, marker: str) -> Callable[[str, list[int]], int]:
