@@ -205,6 +205,15 @@ def completions(assignments: Any) -> list[pb.CompleteTaskRequest]:
     ]
 
 
+async def until(predicate: Any, what: str, timeout_s: float = 5.0) -> None:
+    """Let the event loop run until `predicate()` holds; fail after `timeout_s`."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(0)  # one turn of the loop, not a timed wait
+
+
 async def complete(service: Any, assignments: Any) -> list[bool]:
     reply = await service.CompleteTasks(
         pb.CompleteTasksRequest(worker_id="w", tasks=completions(assignments)), FakeContext()
@@ -215,7 +224,7 @@ async def complete(service: Any, assignments: Any) -> list[bool]:
 async def test_a_waiting_lease_is_answered_when_work_arrives(service: Any) -> None:
     context = FakeContext()
     lease = asyncio.ensure_future(service.LeaseTasks(lease_request(wait_s=2.0), context))
-    await asyncio.sleep(0.05)
+    await until(lambda: service._lease_waiters, "the lease to wait for work")
     assert not lease.done(), "no work yet: the lease waits"
     await service.SubmitJob(submit_request([0]), context)
     reply = await lease
@@ -253,7 +262,7 @@ async def test_wait_job_returns_when_the_job_ends_with_results(service: Any) -> 
         )
     )
     leased = await service.LeaseTasks(lease_request(), context)
-    await asyncio.sleep(0.01)
+    await until(lambda: job_id in service._ended, "WaitJob to wait for the job's end")
     assert not waiting.done()
     await complete(service, leased.tasks)
     reply = await asyncio.wait_for(waiting, 4.0)
