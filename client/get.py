@@ -49,7 +49,7 @@ class GetTuning:
 
     shard_timeout_s: float = 4.0
     hedge_after_s: float = 1.0
-    readahead_stripes: int = 2
+    readahead_stripes: int = 4
 
 
 class ShardFailure(Exception):

@@ -1,13 +1,15 @@
 """Moving one shard to or from a storage node: the streaming PutShard/GetShard calls that the
 client, repairing nodes and the coordinator all use.
 
-The shard bytes skip protobuf message objects on this side of the wire. A PutShard message is
-written as its protobuf encoding straight from the caller's buffer (`b"".join` of a few header
-bytes and the shard: one copy, where building a `PutShardRequest` from a memoryview and
-serializing it takes four), and a GetShard message is parsed without copying its payload, which
-comes back as a memoryview into the received message (protobuf would copy it twice). The node
-uses the generated classes; both sides speak storage.proto's wire format, which this module
-reads and writes for those two messages only.
+The shard bytes skip protobuf message objects on both sides of the wire. `PutShardRequest` and
+`GetShardResponse` have the same layout (1 = header, 2 = data), so one encoder and one decoder
+serve both: a message is written as its protobuf encoding straight from the sender's buffer
+(`b"".join` of a few header bytes and the shard: one copy, where building the message from a
+memoryview and serializing it takes four), and parsed without copying its payload, which comes
+back as a memoryview into the received message (protobuf would copy it twice). The client
+uses them for its calls, the node registers them as the (de)serializers of its two shard
+methods (`storage_node.service.add_storage_node_servicer`); both speak storage.proto's wire
+format, which this module reads and writes for those two messages only.
 """
 
 from __future__ import annotations
@@ -64,8 +66,9 @@ def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def encode_put_message(header: spb.ShardHeader | None, data: Buffer) -> bytes:
-    """The wire encoding of `PutShardRequest(header=header, data=data)`, copying `data` once."""
+def encode_shard_message(header: spb.ShardHeader | None, data: Buffer) -> bytes:
+    """The wire encoding of `PutShardRequest(header=header, data=data)`, which is also that of
+    `GetShardResponse(header=header, data=data)`, copying `data` once."""
     parts: list[Buffer] = []
     if header is not None:
         encoded = header.SerializeToString()
@@ -77,15 +80,29 @@ def encode_put_message(header: spb.ShardHeader | None, data: Buffer) -> bytes:
 
 @dataclass(frozen=True)
 class ShardMessage:
-    """One GetShard message: the header (first message only) and a view of its data."""
+    """One PutShard or GetShard message: the header (first message only) and a view of its
+    data."""
 
     header: spb.ShardHeader | None
     data: memoryview
 
 
-def decode_get_message(raw: bytes) -> ShardMessage:
-    """Parse a `GetShardResponse` encoding without copying its data (unknown fields skipped);
-    ValueError when it is malformed."""
+class MalformedMessage(ValueError):
+    """A shard message that is not a valid PutShardRequest/GetShardResponse encoding."""
+
+
+def decode_shard_message(raw: bytes) -> ShardMessage:
+    """Parse a `PutShardRequest` or `GetShardResponse` encoding without copying its data
+    (unknown fields skipped); MalformedMessage when it is malformed."""
+    try:
+        return _decode(raw)
+    except MalformedMessage:
+        raise
+    except ValueError as exc:
+        raise MalformedMessage(str(exc)) from None
+
+
+def _decode(raw: bytes) -> ShardMessage:
     view = memoryview(raw)
     header: spb.ShardHeader | None = None
     data = view[0:0]
@@ -142,7 +159,7 @@ def _calls(channels: NodeChannels, address: str) -> _RawCalls:
             get=channel.unary_stream(
                 GET_SHARD_METHOD,
                 request_serializer=spb.GetShardRequest.SerializeToString,
-                response_deserializer=decode_get_message,
+                response_deserializer=decode_shard_message,
             ),
         )
         _raw_calls[channel] = calls
@@ -166,10 +183,10 @@ async def put_shard(
     try:
         call = _calls(channels, address).put(timeout=timeout_s)
         try:
-            await call.write(encode_put_message(header, view[:PUT_MESSAGE_BYTES]))
+            await call.write(encode_shard_message(header, view[:PUT_MESSAGE_BYTES]))
             for offset in range(PUT_MESSAGE_BYTES, len(view), PUT_MESSAGE_BYTES):
                 chunk = view[offset : offset + PUT_MESSAGE_BYTES]
-                await call.write(encode_put_message(None, chunk))
+                await call.write(encode_shard_message(None, chunk))
             await call.done_writing()
         except asyncio.InvalidStateError:
             # The node ended the call before the last write (e.g. it refused the header):

@@ -14,12 +14,11 @@ from shoal.common.ids import new_node_id
 from shoal.common.lifecycle import daemon_main, write_ready_file
 from shoal.common.metrics import ready_fields, rpc_interceptors, serve_metrics
 from shoal.common.transport import Transport
-from shoal.rpc.v1 import storage_pb2_grpc as pb_grpc
 from shoal.storage_node import metrics as node_metrics
 from shoal.storage_node.config import NodeConfig
 from shoal.storage_node.membership import Membership
 from shoal.storage_node.scrubber import Scrubber
-from shoal.storage_node.service import StorageNodeServicer
+from shoal.storage_node.service import StorageNodeServicer, add_storage_node_servicer
 from shoal.storage_node.shard_store import ShardStore
 
 log = logging.getLogger("shoal.node")
@@ -53,7 +52,7 @@ async def serve(config: NodeConfig, shutdown: asyncio.Event) -> None:
     metrics_address = serve_metrics(config.metrics_listen, "node")
     server = transport.server(rpc_interceptors(metrics_address))
     servicer = StorageNodeServicer(store, node_id, config.repair_timeout, transport)
-    pb_grpc.add_StorageNodeServicer_to_server(servicer, server)
+    add_storage_node_servicer(servicer, server)
     health = Health(server, ("shoal.rpc.v1.StorageNode",))
     port = transport.add_port(server, config.listen)
     if port == 0:

@@ -1,5 +1,10 @@
 """StorageNodeServicer: translates StorageNode RPCs to ShardStore calls, nothing more.
 
+`add_storage_node_servicer` registers it with the shard messages parsed and written by
+`common.shard_transfer` instead of protobuf objects: a PutShard message arrives as a view of
+the received bytes and a GetShard message is written straight from the bytes read from disk
+(protobuf would copy each shard twice more on either path).
+
 Disk work runs in threads (`asyncio.to_thread`) so the event loop keeps serving. Shards up to
 `SPILL_BYTES` are buffered and written in one thread hop (one writev of the received pieces,
 never joined); larger ones stream to the temp file as they arrive, so memory per call stays
@@ -20,10 +25,15 @@ import grpc.aio
 from shoal.common.channels import NodeChannels
 from shoal.common.errors import CorruptData, InvalidArgument
 from shoal.common.rpc import streaming, unary
+from shoal.common.shard_transfer import (
+    MalformedMessage,
+    ShardMessage,
+    decode_shard_message,
+    encode_shard_message,
+)
 from shoal.common.transport import Transport
 from shoal.common.units import MiB
 from shoal.rpc.v1 import storage_pb2 as pb
-from shoal.rpc.v1 import storage_pb2_grpc as pb_grpc
 from shoal.storage_node import metrics
 from shoal.storage_node.rebuild import rebuild_shard
 from shoal.storage_node.shard_store import (
@@ -47,8 +57,12 @@ LIST_BATCH = 1000
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-class StorageNodeServicer(pb_grpc.StorageNodeServicer):
-    """The StorageNode gRPC service over one ShardStore."""
+SERVICE_NAME = "shoal.rpc.v1.StorageNode"
+
+
+class StorageNodeServicer:
+    """The StorageNode gRPC service over one ShardStore (register it with
+    `add_storage_node_servicer`)."""
 
     def __init__(
         self,
@@ -67,10 +81,18 @@ class StorageNodeServicer(pb_grpc.StorageNodeServicer):
 
     @unary
     async def PutShard(
-        self, request_iterator: AsyncIterator[pb.PutShardRequest], context: Context
+        self, request_iterator: AsyncIterator[ShardMessage], context: Context
+    ) -> pb.PutShardResponse:
+        try:
+            return await self._put_shard(request_iterator)
+        except MalformedMessage as exc:
+            raise InvalidArgument(f"PutShard: malformed message ({exc})") from None
+
+    async def _put_shard(
+        self, request_iterator: AsyncIterator[ShardMessage]
     ) -> pb.PutShardResponse:
         first = await anext(aiter(request_iterator), None)
-        if first is None or not first.HasField("header"):
+        if first is None or first.header is None:
             raise InvalidArgument("PutShard: the first message must carry the shard header")
         header = first.header
         if header.length > MAX_SHARD_BYTES:
@@ -79,9 +101,9 @@ class StorageNodeServicer(pb_grpc.StorageNodeServicer):
             raise InvalidArgument("shard checksum must be 16 bytes of xxh3-128")
         meta = ShardMeta(header.shard_id, header.length, bytes(header.checksum))
         self.store.path_of(meta.shard_id)  # validates the id before any I/O
-        # Every read of `.data` copies the payload out of the message: read it once.
+        # Views of the received messages: nothing is copied before the write.
         data = first.data
-        buffered: list[bytes] = [data] if data else []
+        buffered: list[memoryview] = [data] if data else []
         size = len(data)
         writer: ShardWriter | None = None
         try:
@@ -109,9 +131,8 @@ class StorageNodeServicer(pb_grpc.StorageNodeServicer):
         return pb.PutShardResponse(length=meta.length)
 
     @streaming
-    async def GetShard(
-        self, request: pb.GetShardRequest, context: Context
-    ) -> AsyncIterator[pb.GetShardResponse]:
+    async def GetShard(self, request: pb.GetShardRequest, context: Context) -> AsyncIterator[bytes]:
+        """Yields encoded GetShardResponse messages (`encode_shard_message`)."""
         try:
             reader, data = await asyncio.to_thread(
                 _open_and_read, self.store, request.shard_id, GET_MESSAGE_BYTES
@@ -124,14 +145,14 @@ class StorageNodeServicer(pb_grpc.StorageNodeServicer):
             header = pb.ShardHeader(
                 shard_id=meta.shard_id, length=meta.length, checksum=meta.checksum
             )
-            yield pb.GetShardResponse(header=header, data=data)
+            yield encode_shard_message(header, data)
             sent.inc(len(data))
             while not reader.done:
                 try:
                     data = await asyncio.to_thread(reader.read, GET_MESSAGE_BYTES)
                 except ShardCorrupt as exc:
                     raise _corrupt(request.shard_id, exc) from None
-                yield pb.GetShardResponse(data=data)
+                yield encode_shard_message(None, data)
                 sent.inc(len(data))
         finally:
             reader.close()
@@ -189,6 +210,45 @@ class StorageNodeServicer(pb_grpc.StorageNodeServicer):
         return pb.LinkShardsResponse(linked=linked)
 
 
+def add_storage_node_servicer(servicer: StorageNodeServicer, server: grpc.aio.Server) -> None:
+    """Register `servicer` on `server` (what the generated `add_StorageNodeServicer_to_server`
+    does, with raw shard messages for PutShard and GetShard; the wire format is the same)."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        "PutShard": grpc.stream_unary_rpc_method_handler(
+            servicer.PutShard,
+            request_deserializer=decode_shard_message,
+            response_serializer=pb.PutShardResponse.SerializeToString,
+        ),
+        "GetShard": grpc.unary_stream_rpc_method_handler(
+            servicer.GetShard,
+            request_deserializer=pb.GetShardRequest.FromString,
+            response_serializer=None,  # the servicer yields encoded messages
+        ),
+        "DeleteShards": grpc.unary_unary_rpc_method_handler(
+            servicer.DeleteShards,
+            request_deserializer=pb.DeleteShardsRequest.FromString,
+            response_serializer=pb.DeleteShardsResponse.SerializeToString,
+        ),
+        "ListShards": grpc.unary_stream_rpc_method_handler(
+            servicer.ListShards,
+            request_deserializer=pb.ListShardsRequest.FromString,
+            response_serializer=pb.ListShardsResponse.SerializeToString,
+        ),
+        "RebuildShard": grpc.unary_unary_rpc_method_handler(
+            servicer.RebuildShard,
+            request_deserializer=pb.RebuildShardRequest.FromString,
+            response_serializer=pb.RebuildShardResponse.SerializeToString,
+        ),
+        "LinkShards": grpc.unary_unary_rpc_method_handler(
+            servicer.LinkShards,
+            request_deserializer=pb.LinkShardsRequest.FromString,
+            response_serializer=pb.LinkShardsResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
 def _corrupt(shard_id: str, exc: ShardCorrupt) -> CorruptData:
     """Count and log a shard found corrupt (already quarantined); the error to answer with."""
     metrics.CORRUPT_SHARDS.labels("read").inc()
@@ -196,7 +256,7 @@ def _corrupt(shard_id: str, exc: ShardCorrupt) -> CorruptData:
     return CorruptData(str(exc))
 
 
-def _begin_write(store: ShardStore, meta: ShardMeta, pieces: list[bytes]) -> ShardWriter:
+def _begin_write(store: ShardStore, meta: ShardMeta, pieces: list[memoryview]) -> ShardWriter:
     """Start a streamed write with the pieces received so far (one thread hop)."""
     writer = store.begin_write(meta)
     try:

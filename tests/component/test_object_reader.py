@@ -23,8 +23,7 @@ from shoal.common.shard_transfer import put_shard
 from shoal.rpc.v1 import common_pb2 as common
 from shoal.rpc.v1 import coordinator_pb2 as cpb
 from shoal.rpc.v1 import storage_pb2 as spb
-from shoal.rpc.v1 import storage_pb2_grpc as spb_grpc
-from shoal.storage_node.service import StorageNodeServicer
+from shoal.storage_node.service import StorageNodeServicer, add_storage_node_servicer
 from shoal.storage_node.shard_store import ShardStore
 
 VERSION = "7f" * 16
@@ -75,7 +74,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         interceptor = Refusing()
         server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[interceptor])
         store = ShardStore(tmp_path / f"node-{i}", capacity_bytes=64 * 1024 * 1024)
-        spb_grpc.add_StorageNodeServicer_to_server(StorageNodeServicer(store, f"n{i}"), server)
+        add_storage_node_servicer(StorageNodeServicer(store, f"n{i}"), server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         servers.append(server)

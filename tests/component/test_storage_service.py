@@ -21,6 +21,7 @@ from shoal.storage_node.service import (
     LIST_BATCH,
     SPILL_BYTES,
     StorageNodeServicer,
+    add_storage_node_servicer,
 )
 from shoal.storage_node.shard_store import HEADER_BYTES, ShardMeta, ShardStore
 
@@ -37,6 +38,7 @@ class Node:
     store: ShardStore
     servicer: StorageNodeServicer
     stub: pb_grpc.StorageNodeAsyncStub
+    channel: grpc.aio.Channel
 
 
 @pytest.fixture
@@ -44,13 +46,13 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
     store = ShardStore(tmp_path / "data", capacity_bytes=64 * MiB)
     servicer = StorageNodeServicer(store, "node-test")
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    pb_grpc.add_StorageNodeServicer_to_server(servicer, server)
+    add_storage_node_servicer(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     assert port > 0
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
     try:
-        yield Node(store, servicer, pb_grpc.StorageNodeStub(channel))
+        yield Node(store, servicer, pb_grpc.StorageNodeStub(channel), channel)
     finally:
         await channel.close()
         await server.stop(None)
@@ -251,6 +253,25 @@ async def test_put_without_header_is_invalid_argument(node: Node) -> None:
     assert files_under(node.store.root / "shards") == []
 
 
+@pytest.mark.parametrize("later", [False, True], ids=["first-message", "later-message"])
+async def test_put_with_malformed_message_is_invalid_argument(node: Node, later: bool) -> None:
+    # The node parses PutShard messages itself (common.shard_transfer), not with protobuf.
+    put = node.channel.stream_unary(
+        "/shoal.rpc.v1.StorageNode/PutShard",
+        request_serializer=None,
+        response_deserializer=pb.PutShardResponse.FromString,
+    )
+    header = pb.ShardHeader(shard_id=sid(), length=6, checksum=shard_checksum(b"abcdef"))
+    good = pb.PutShardRequest(header=header, data=b"abc").SerializeToString()
+    garbage = b"\x12\x05abc"  # a data field longer than the message
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await put(iter([good, garbage] if later else [garbage]))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "malformed message" in (info.value.details() or "")
+    assert files_under(node.store.root / "shards") == []
+    assert files_under(node.store.root / "incoming") == []
+
+
 async def test_put_with_no_messages_is_invalid_argument(node: Node) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await node.stub.PutShard(iter([]))
@@ -309,7 +330,7 @@ async def test_put_with_bad_header_is_invalid_argument(
 async def test_put_beyond_capacity_is_unavailable(tmp_path: Path) -> None:
     store = ShardStore(tmp_path / "small", capacity_bytes=1000)
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    pb_grpc.add_StorageNodeServicer_to_server(StorageNodeServicer(store, "small"), server)
+    add_storage_node_servicer(StorageNodeServicer(store, "small"), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
