@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.common import Report, fmt, fmt_ratio, machine, say, summarize_rss
-from bench.targets import MISSED, PUBLISHED, Verdict, check_all
+from bench.targets import MISSED, PUBLISHED, Verdict, check_all, machine_speed_lines
 
 
 @dataclass(frozen=True)
@@ -184,6 +184,9 @@ def render(outcomes: list[Outcome], figures: dict[str, float], meta: dict[str, A
     missed = sum(1 for v in verdicts if v.verdict.startswith(MISSED))
     met = sum(1 for v in verdicts if v.verdict.startswith("target met"))
     out.append(f"targets: {met} met, {missed} missed, {len(verdicts) - met - missed} not measured")
+    speed = machine_speed_lines(figures)
+    if speed:
+        out += ["", *speed]
     out += ["", *published_lines(), ""]
     out.append(
         f"machine: {meta['machine']['cpus']} cpus, Python {meta['machine']['python']}, "

@@ -201,3 +201,38 @@ def check(target: Target, figures: dict[str, float]) -> Verdict:
 
 def check_all(figures: dict[str, float]) -> list[Verdict]:
     return [check(target, figures) for target in TARGETS]
+
+
+def machine_speed_lines(figures: dict[str, float]) -> list[str]:
+    """How fast this run's machine was next to the one the published storage figures came from.
+
+    The issue published its in-process ceiling (zfec + fsynced shard files, no network) beside
+    the peers' figures, and the suite measures the same ceiling in every run, so their ratio
+    says how much slower or faster this machine ran than when the peers were measured. The
+    targets against published figures are shown scaled by it, for context only: the verdicts
+    above use the published figures as they are.
+    """
+    lines = []
+    for op, swift_factor in (("put", 2.0), ("get", 2.5)):
+        ceiling = figures.get(f"ceiling_{op}_64mib")
+        if not ceiling:
+            continue
+        published_ceiling = published(ZFEC, f"{op} 64 MiB").value
+        speed = ceiling / published_ceiling
+        swift = published(SWIFT, f"{op} 64 MiB").value
+        tahoe = published(TAHOE, f"{op} 64 MiB").value
+        tahoe_factor = 4.0 if op == "put" else 8.0
+        needed = max(swift_factor * swift, tahoe_factor * tahoe) * speed
+        shoal = figures.get(f"{op}_64mib")
+        reading = "" if shoal is None else f"; Shoal {shoal:,.0f}"
+        lines.append(
+            f"  {op} 64 MiB: in-process ceiling {ceiling:,.0f} MiB/s here, {published_ceiling:,.0f}"
+            f" published: this machine ran at {speed:.2f}x; the peer targets scaled by it: "
+            f">= {needed:,.0f} MiB/s{reading}"
+        )
+    if not lines:
+        return []
+    return [
+        "machine speed (context, not a verdict): the published ceiling next to this run's",
+        *lines,
+    ]
