@@ -42,6 +42,7 @@ from shoal.client.sources import PutData, StripeSource
 from shoal.client.status import job_to_dict, status_to_dict
 from shoal.client.types import BucketInfo, ObjectInfo, RepairErrorInfo
 from shoal.common.auth import token_from_env
+from shoal.common.bytes_builder import BytesBuilder
 from shoal.common.channels import NodeChannels
 from shoal.common.erasure import check_redundancy
 from shoal.common.errors import ConfigError, ConnectionFailed, InvalidArgument
@@ -55,6 +56,9 @@ from shoal.rpc.v1 import coordinator_pb2 as cpb
 from shoal.rpc.v1 import coordinator_pb2_grpc as cpb_grpc
 from shoal.rpc.v1 import jobs_pb2 as jobs_pb
 from shoal.rpc.v1 import jobs_pb2_grpc as jobs_grpc
+
+# Gets of at least this many bytes build their result in place (see `get`).
+BUILD_IN_PLACE_MIN_BYTES = 1024 * 1024
 
 DEFAULT_COORDINATOR = "127.0.0.1:7000"
 LIST_PAGE = 1000
@@ -378,9 +382,19 @@ class AsyncClient:
         """
         _check_range(offset, length)
         reader = await self._reader(bucket, key)
-        # The shards arrive as views into their messages: the join is the only copy.
+        end = reader.info.size if length is None else min(reader.info.size, offset + length)
+        size = max(end - offset, 0)
+        # The shards arrive as views into their messages; each is copied once, into the result.
         async with contextlib.aclosing(reader.views(offset, length)) as stripes:
-            return b"".join([view async for views in stripes for view in views])
+            if size < BUILD_IN_PLACE_MIN_BYTES:
+                return b"".join([view async for views in stripes for view in views])
+            # Large: copied into the result as they come (BytesBuilder), so the received
+            # messages are freed stripe by stripe instead of all held until a final join.
+            result = BytesBuilder(size)
+            async for views in stripes:
+                for view in views:
+                    result.write(view)
+            return result.result()
 
     @operation
     async def download(self, bucket: str, key: str, path: str | os.PathLike[str]) -> ObjectInfo:
