@@ -251,10 +251,18 @@ def degraded_get(
 ) -> None:  # fmt: skip
     """A get of a stored object with 2 of the 6 nodes stopped (a decode in the reference).
 
-    The healthy get it is compared with is timed again right before the nodes stop, so both
-    figures see the same machine (the first healthy figure may be minutes old).
+    The ratio to the healthy get compares like with like: both are Shoal's gets timed back to
+    back on their own, the healthy ones right before the nodes stop (the first healthy figure
+    may be minutes old) and the degraded ones right after. The comparison with the reference
+    (read k shard files + zfec decode) alternates the two, as the other ceiling rows do; that
+    alternation costs Shoal's figure some 8% here (cache and allocator churn of the reference
+    running in the same process), so it is not mixed into the ratio.
     """
-    healthy_s = median_time(lambda: client.get(BUCKET, stored.key), plan.runs_big, 0)
+
+    def get() -> bytes:
+        return client.get(BUCKET, stored.key)
+
+    healthy_s = median_time(get, plan.runs_big, 0)
     say(f"  degraded get: stopping {', '.join(STOPPED)}")
     cluster.stop_nodes(STOPPED)
     if client.get(BUCKET, stored.key) != stored.data:
@@ -262,23 +270,22 @@ def degraded_get(
     lost = frozenset({0, 1})  # the reference's worst case: two data shards to decode around
     if ref.get(stored.key, lost) != stored.data:
         raise RuntimeError("the reference degraded read did not return the object")
-    shoal_s, ref_s = interleaved(
-        lambda: client.get(BUCKET, stored.key), lambda: ref.get(stored.key, lost),
-        plan.runs_big, 0,
-    )  # fmt: skip
+    degraded_s = median_time(get, plan.runs_big, 0)
+    shoal_s, ref_s = interleaved(get, lambda: ref.get(stored.key, lost), plan.runs_big, 0)
     mib = len(stored.data) / MIB
     tag = f"{len(stored.data) // MIB}mib"
     label = f"get {len(stored.data) // MIB} MiB, 2 of 6 nodes stopped"
     report.add(
         Row(label, "MiB/s", mib / shoal_s, mib / ref_s, "reference read + zfec decode"),
-        f"degraded_get_{tag}",
+        f"degraded_get_alternating_{tag}",
     )
     report.add(
         Row(
-            "degraded get vs healthy get", "MiB/s", mib / shoal_s, mib / healthy_s,
-            "Shoal's healthy get, timed just before",
+            "degraded get vs healthy get, each on its own", "MiB/s", mib / degraded_s,
+            mib / healthy_s, "Shoal's healthy get, timed just before",
         ),
-        baseline_key=f"healthy_get_{tag}",
+        f"degraded_get_{tag}",
+        f"healthy_get_{tag}",
     )  # fmt: skip
 
 

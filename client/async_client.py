@@ -26,7 +26,7 @@ from typing import Any
 
 import grpc.aio
 
-from shoal.client.get import GetTuning, ObjectReader
+from shoal.client.get import GetTuning, ObjectReader, UnreachableNodes
 from shoal.client.inline import INLINE_MAX_BYTES, InlineReader, inline_payload
 from shoal.client.jobs import (
     AsyncJob,
@@ -146,6 +146,8 @@ class AsyncClient:
         self._stub: cpb_grpc.CoordinatorAsyncStub | None = None
         self._jobs_stub: jobs_grpc.JobsAsyncStub | None = None
         self._nodes = NodeChannels(self._transport)
+        # Shared by the readers of this client (see UnreachableNodes).
+        self._unreachable = UnreachableNodes()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -358,7 +360,7 @@ class AsyncClient:
         )
         if located.info.inline:
             return InlineReader(located)
-        return ObjectReader(located, self._nodes, self._call, self.get_tuning)
+        return ObjectReader(located, self._nodes, self._call, self.get_tuning, self._unreachable)
 
     async def stream(
         self, bucket: str, key: str, *, offset: int = 0, length: int | None = None

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -52,6 +53,35 @@ class GetTuning:
     readahead_stripes: int = 4
 
 
+class UnreachableNodes:
+    """Node addresses a client recently failed to reach (refused, reset or timed out), shared
+    by all its readers: a get that starts right after a node died asks that node last, without
+    first paying a failed attempt per stripe of its read-ahead window, until the coordinator
+    has noticed (its Locate replies then say the node is down). An entry expires after
+    `forget_after_s` or when a read from that node succeeds."""
+
+    def __init__(
+        self, forget_after_s: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.forget_after_s = forget_after_s
+        self._clock = clock
+        self._until: dict[str, float] = {}
+
+    def add(self, address: str) -> None:
+        self._until[address] = self._clock() + self.forget_after_s
+
+    def discard(self, address: str) -> None:
+        self._until.pop(address, None)
+
+    def __contains__(self, address: object) -> bool:
+        if not isinstance(address, str) or address not in self._until:
+            return False
+        if self._clock() >= self._until[address]:
+            del self._until[address]
+            return False
+        return True
+
+
 class ShardFailure(Exception):
     """Why one shard could not be used (internal; becomes part of an Unavailable message)."""
 
@@ -74,6 +104,7 @@ class ObjectReader:
         channels: NodeChannels,
         call: CoordinatorCall,
         tuning: GetTuning,
+        unreachable: UnreachableNodes | None = None,
     ) -> None:
         self.info = located.info
         self.channels = channels
@@ -81,8 +112,9 @@ class ObjectReader:
         self.tuning = tuning
         self.codec = StripeCodec(self.info.k, self.info.n) if self.info.stripe_count else None
         self._pages: dict[int, common.StripeLocation] = {s.index: s for s in located.stripes}
-        # Nodes this reader found unreachable or timed out: tried last for the next stripes.
-        self._unreachable: set[str] = set()
+        # Nodes found unreachable or timed out (by this reader, or by others of the same
+        # client when shared): tried last for the next stripes.
+        self._unreachable = unreachable if unreachable is not None else UnreachableNodes()
         keep_shard_buffers()  # a no-op in a user program unless it opted in (malloc_tuning)
 
     async def _location(self, index: int) -> common.StripeLocation:
@@ -189,7 +221,7 @@ class ObjectReader:
 
     def _candidates(self, stripe: common.StripeLocation) -> list[common.ShardLocation]:
         """Shards in the order to try: healthy data shards, healthy parity, then the doubtful
-        (including nodes this reader could not reach for an earlier stripe: the coordinator
+        (including nodes this client could not reach for an earlier stripe: the coordinator
         may not have noticed yet, and asking them first would cost every stripe a failed
         attempt before its parity is fetched)."""
 

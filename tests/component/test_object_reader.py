@@ -14,7 +14,7 @@ import grpc
 import grpc.aio
 import pytest
 
-from shoal.client.get import GetTuning, ObjectReader
+from shoal.client.get import GetTuning, ObjectReader, UnreachableNodes
 from shoal.common.channels import NodeChannels
 from shoal.common.checksum import shard_checksum
 from shoal.common.erasure import StripeCodec
@@ -124,9 +124,11 @@ async def no_coordinator(method: str, request: object) -> object:
     raise AssertionError(f"unexpected coordinator call {method}")
 
 
-def reader_for(cluster: Cluster, located: cpb.LocateResponse) -> ObjectReader:
+def reader_for(
+    cluster: Cluster, located: cpb.LocateResponse, unreachable: UnreachableNodes | None = None
+) -> ObjectReader:
     tuning = GetTuning(readahead_stripes=1, shard_timeout_s=5.0)
-    return ObjectReader(located, cluster.channels, no_coordinator, tuning)
+    return ObjectReader(located, cluster.channels, no_coordinator, tuning, unreachable)
 
 
 @pytest.mark.parametrize(
@@ -159,3 +161,38 @@ async def test_a_node_found_unreachable_is_asked_last_for_later_stripes(
     assert b"".join([s async for s in reader.stripes(0, 2)]) == data
     # Asked for stripe 0 (and once more on a fresh channel), never again once unreachable.
     assert set(down.asked) == {0}
+
+
+async def test_readers_of_one_client_share_the_nodes_found_unreachable(cluster: Cluster) -> None:
+    data = random.Random(3).randbytes(2 * STRIPE)
+    located = await store_object(cluster, data)
+    shared = UnreachableNodes()
+    down = cluster.interceptors[1]  # data shard 1 of stripe 0, 0 of stripe 1
+    down.refuse = True
+    first = reader_for(cluster, located, shared)
+    assert b"".join([s async for s in first.stripes(0, 0)]) == data[:STRIPE]
+    assert set(down.asked) == {0}
+    down.asked.clear()
+    # A new reader of the same client (a new get) asks the refusing node last: never here.
+    second = reader_for(cluster, located, shared)
+    assert b"".join([s async for s in second.stripes(0, 1)]) == data
+    assert down.asked == []
+    # A reader with its own memory finds out again, for its first stripe.
+    third = reader_for(cluster, located)
+    assert b"".join([s async for s in third.stripes(0, 1)]) == data
+    assert set(down.asked) == {0}
+
+
+def test_unreachable_nodes_are_forgotten_after_a_while_or_a_success() -> None:
+    now = [100.0]
+    nodes = UnreachableNodes(forget_after_s=10.0, clock=lambda: now[0])
+    nodes.add("10.0.0.1:7100")
+    nodes.add("10.0.0.2:7100")
+    assert "10.0.0.1:7100" in nodes
+    assert "10.0.0.3:7100" not in nodes
+    nodes.discard("10.0.0.2:7100")  # a read from it succeeded
+    assert "10.0.0.2:7100" not in nodes
+    now[0] = 109.9
+    assert "10.0.0.1:7100" in nodes
+    now[0] = 110.0
+    assert "10.0.0.1:7100" not in nodes
