@@ -1,7 +1,7 @@
 """Word count through Shoal next to the same count done locally, on the same bytes, in one run.
 
     python -m bench.wordcount [--mib 256] [--objects 64] [--workers 2] [--slots 1]
-                              [--partitions 4] [--json]
+                              [--partitions 4] [--dask] [--json]
 
 A temporary local cluster (6 storage nodes at (4, 6), `--workers` workers with `--slots` task
 processes each; 2 x 1 by default, as Dask's LocalCluster(n_workers=2, threads_per_worker=1))
@@ -9,6 +9,8 @@ stores a generated corpus; `examples/wordcount.py` counts it with a map-reduce j
 same corpus is also written to local files and counted by a single process
 (`collections.Counter`) and by `multiprocessing.Pool(2)`, with the same tokenizer. All three
 results must equal the counts known from generation; the timings are reported, never asserted.
+With `--dask`, Dask's word count over the same local files (bench/peers, a throwaway venv) is
+timed right before and right after Shoal's, and Shoal's is compared with the mean of the two.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from bench.common import (
     say,
     temporary_cluster,
 )
+from bench.peers import dask_peer
 from examples.wordcount import Corpus, count_words, object_key, run
 from shoal.client import Client
 
@@ -82,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slots", type=int, default=1, help="task processes per worker")
     parser.add_argument("--partitions", type=int, default=4, help="reduce partitions")
     parser.add_argument("--seed", type=int, default=0, help="corpus seed")
+    parser.add_argument(
+        "--dask",
+        action="store_true",
+        help="also time Dask's word count (bench/peers) right before and right after Shoal's",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     if args.mib <= 0 or args.objects < 1 or args.workers < 1 or args.slots < 1:
@@ -92,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         f"word count: {args.mib:g} MiB in {args.objects} objects, 6 nodes at (4, 6), "
         f"{args.workers} workers x {cores} slot(s), {args.partitions} partitions"
     )
+    dask_python = None
+    if args.dask:
+        try:
+            dask_python = dask_peer.ensure_venv(dask_peer.venv_dir())
+        except dask_peer.Skipped as exc:
+            report.notes.append(f"Dask skipped: {exc}")
+    dask_runs: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="shoal-bench-corpus-") as scratch:
         say(f"generating {args.mib:g} MiB in {args.objects} local files")
         paths: list[str] = []
@@ -118,10 +133,18 @@ def main(argv: list[str] | None = None) -> int:
             for index, name in enumerate(paths):
                 client.put(BUCKET, object_key(PREFIX, index), name)
             upload_s = time.perf_counter() - started
+            # Dask's word count right before and right after Shoal's: this VM's speed drifts
+            # by tens of percent within minutes, and the mean of the two cancels a steady drift.
+            if dask_python is not None:
+                say("Dask: word count (before Shoal's)")
+                dask_runs.append(dask_peer.dask_wordcount(dask_python, Path(scratch), expected))
             say("Shoal: map_reduce word count")
             before = (cluster_cpu_seconds(cluster), cpu_seconds())
             result = run(client, BUCKET, PREFIX, args.partitions, show_progress=not args.json)
             after = (cluster_cpu_seconds(cluster), cpu_seconds())
+            if dask_python is not None:
+                say("Dask: word count (after Shoal's)")
+                dask_runs.append(dask_peer.dask_wordcount(dask_python, Path(scratch), expected))
             daemons = daemon_peak_rss(cluster)
     shoal_cpu = None
     if before[0] is not None and after[0] is not None:
@@ -147,6 +170,23 @@ def main(argv: list[str] | None = None) -> int:
         ),
         baseline_key="pool_wordcount_s",
     )  # fmt: skip
+    if dask_runs:
+        dask_s = sum(one["wordcount_s"] for one in dask_runs) / len(dask_runs)
+        report.add(
+            Row(
+                "word count, end to end", "s", result.elapsed_s, dask_s,
+                f"Dask {dask_runs[0]['distributed']}, mean of runs just before and after",
+                higher_is_better=False,
+            ),
+            baseline_key="dask_wordcount_s",
+        )  # fmt: skip
+        report.figures["dask_wordcount_mib"] = mib
+        report.notes.append(
+            "Dask's word count before and after Shoal's: "
+            + ", ".join(f"{one['wordcount_s']:.1f}s" for one in dask_runs)
+            + " (LocalCluster(n_workers=2, threads_per_worker=1), the same local files; "
+            "counts equal the generated counts)"
+        )
     report.add(
         Row(
             "word count, CPU time", "s", shoal_cpu, single_cpu,

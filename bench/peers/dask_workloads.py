@@ -43,12 +43,34 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered), max(1, math.ceil(p / 100 * len(ordered)))) - 1]
 
 
+def run_tasks(client: Client, tasks: int, round_trips: int) -> dict[str, float]:
+    """No-op tasks/s and tiny-task round trips (p50, p99)."""
+    t0 = time.perf_counter()
+    results = client.gather(client.map(noop, range(tasks), pure=False))
+    noop_s = time.perf_counter() - t0
+    if results != list(range(tasks)):
+        raise SystemExit("dask returned wrong no-op results")
+    trips = []
+    for i in range(round_trips):
+        t0 = time.perf_counter()
+        if client.submit(noop, i, pure=False).result() != i:
+            raise SystemExit("dask returned a wrong round-trip result")
+        trips.append(time.perf_counter() - t0)
+    return {
+        "noop_tasks_s": tasks / noop_s,
+        "roundtrip_p50_ms": percentile(trips, 50) * 1000,
+        "roundtrip_p99_ms": percentile(trips, 99) * 1000,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--corpus", type=Path, required=True)
     parser.add_argument("--counts", type=Path, required=True)
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--round-trips", type=int, default=200)
+    parser.add_argument("--only-wordcount", action="store_true", help="skip the task workloads")
+    parser.add_argument("--skip-wordcount", action="store_true", help="only the task workloads")
     args = parser.parse_args()
     paths = sorted(str(p) for p in args.corpus.glob("*.txt"))
     t0 = time.perf_counter()
@@ -60,31 +82,21 @@ def main() -> int:
     ):
         start_s = time.perf_counter() - t0
         client.gather(client.map(noop, range(100), pure=False))  # warm
-        t0 = time.perf_counter()
-        results = client.gather(client.map(noop, range(args.tasks), pure=False))
-        noop_s = time.perf_counter() - t0
-        if results != list(range(args.tasks)):
-            raise SystemExit("dask returned wrong no-op results")
-        trips = []
-        for i in range(args.round_trips):
-            t0 = time.perf_counter()
-            if client.submit(noop, i, pure=False).result() != i:
-                raise SystemExit("dask returned a wrong round-trip result")
-            trips.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
+        tasks: dict[str, float] = {}
+        if not args.only_wordcount:
+            tasks = run_tasks(client, args.tasks, args.round_trips)
         total: Counter[str] = Counter()
-        for future in as_completed(client.map(count_file, paths, pure=False)):
-            total.update(future.result())
-        wordcount_s = time.perf_counter() - t0
+        if not args.skip_wordcount:
+            t0 = time.perf_counter()
+            for future in as_completed(client.map(count_file, paths, pure=False)):
+                total.update(future.result())
+            tasks["wordcount_s"] = time.perf_counter() - t0
     args.counts.write_text(json.dumps(total))
     report = {
         "dask": dask.__version__,
         "distributed": distributed.__version__,
         "cluster_start_s": start_s,
-        "noop_tasks_s": args.tasks / noop_s,
-        "roundtrip_p50_ms": percentile(trips, 50) * 1000,
-        "roundtrip_p99_ms": percentile(trips, 99) * 1000,
-        "wordcount_s": wordcount_s,
+        **tasks,
         "files": len(paths),
     }
     print(json.dumps(report), flush=True)
