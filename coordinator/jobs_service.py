@@ -79,6 +79,7 @@ EXPIRY_INTERVAL_S = 0.5
 MAX_LEASE_WAIT_S = 2.0  # longest LeaseTasks long poll
 MAX_JOB_WAIT_S = 10.0  # longest WaitJob long poll
 MAX_INLINE_RESULTS_BYTES = 16 * 1024 * 1024  # results WaitJob returns inline, at most
+CLEANUP_BATCH = 256  # map outputs deleted per transaction when a job ends
 
 
 class JobsServicer(pb_grpc.JobsServicer):
@@ -621,13 +622,16 @@ class JobsServicer(pb_grpc.JobsServicer):
             )
         except NotFound:
             return
-        for row in rows:
-            try:
-                await self.db(
-                    self.store.delete_object, INTERNAL_BUCKET, row.key, self.config.delete_grace
-                )
-            except NotFound:
-                continue
+        keys = [row.key for row in rows]
+        # In batches: one transaction (one fsync) per batch rather than per output, short
+        # enough not to hold the metadata thread up for other calls.
+        for start in range(0, len(keys), CLEANUP_BATCH):
+            await self.db(
+                self.store.delete_objects,
+                INTERNAL_BUCKET,
+                keys[start : start + CLEANUP_BATCH],
+                self.config.delete_grace,
+            )
 
     async def run(self, shutdown: asyncio.Event) -> None:
         """Expire leases of silent workers, persisting what changed."""

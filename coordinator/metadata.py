@@ -843,6 +843,22 @@ class MetadataStore:
             db.execute("DELETE FROM objects WHERE bucket = ? AND key = ?", (bucket, key))
             self._retire(db, row[0], time.time() + delete_grace_s)
 
+    def delete_objects(self, bucket: str, keys: list[str], delete_grace_s: float) -> int:
+        """Delete every object of `keys` that exists, in one transaction (one commit, not one
+        per object); returns how many were deleted. Missing keys are skipped."""
+        deleted = 0
+        with self._tx() as db:
+            for key in keys:
+                row = db.execute(
+                    "SELECT version_id FROM objects WHERE bucket = ? AND key = ?", (bucket, key)
+                ).fetchone()
+                if row is None:
+                    continue
+                db.execute("DELETE FROM objects WHERE bucket = ? AND key = ?", (bucket, key))
+                self._retire(db, row[0], time.time() + delete_grace_s)
+                deleted += 1
+        return deleted
+
     def list_objects(
         self, bucket: str, prefix: str, start_after: str, limit: int
     ) -> list[VersionRow]:

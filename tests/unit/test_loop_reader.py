@@ -103,3 +103,22 @@ def test_reader_cannot_write(stores: tuple[MetadataStore, LoopReader]) -> None:
     _store, reader = stores
     with pytest.raises(Exception, match="readonly"):
         reader._db.execute("DELETE FROM objects")
+
+
+def test_delete_objects_deletes_what_exists_in_one_go(
+    stores: tuple[MetadataStore, LoopReader],
+) -> None:
+    store, reader = stores
+    for i in range(5):
+        put_inline(store, f"out/{i}", f"v{i}", b"x" * i)
+    put_striped(store, "out/striped", "vs", 2)
+    deleted = store.delete_objects("bkt", ["out/0", "out/2", "out/striped", "out/missing"], 0.0)
+    assert deleted == 3
+    assert [row.key for row in store.list_objects("bkt", "out/", "", 100)] == [
+        "out/1",
+        "out/3",
+        "out/4",
+    ]
+    with pytest.raises(NotFound, match="does not exist"):
+        reader.current("bkt", "out/striped")
+    assert store.delete_objects("bkt", [], 0.0) == 0
