@@ -384,8 +384,7 @@ class AsyncClient:
         """
         _check_range(offset, length)
         reader = await self._reader(bucket, key)
-        end = reader.info.size if length is None else min(reader.info.size, offset + length)
-        size = max(end - offset, 0)
+        size = max(reader.range_end(offset, length) - offset, 0)
         # The shards arrive as views into their messages; each is copied once, into the result.
         async with contextlib.aclosing(reader.views(offset, length)) as stripes:
             if size < BUILD_IN_PLACE_MIN_BYTES:
@@ -621,22 +620,11 @@ def _check_range(offset: int, length: int | None) -> None:
 async def _range_pieces(
     reader: ObjectReader, offset: int, length: int | None
 ) -> AsyncGenerator[bytes, None]:
-    info = reader.info
-    if offset > info.size:
-        raise InvalidArgument(f"offset {offset} is beyond the object's size of {info.size} bytes")
-    end = info.size if length is None else min(info.size, offset + length)
-    if end <= offset:
-        return
-    first = offset // info.stripe_bytes
-    last = (end - 1) // info.stripe_bytes
-    position = first * info.stripe_bytes
+    """The range as bytes, a stripe (or the part of one in range) at a time: one copy each."""
     # aclosing: stopping early must cancel the read-ahead at once, not when garbage collected.
-    async with contextlib.aclosing(reader.stripes(first, last)) as stripes:
-        async for stripe in stripes:
-            lo = max(offset - position, 0)
-            hi = min(end - position, len(stripe))
-            yield stripe[lo:hi] if (lo, hi) != (0, len(stripe)) else stripe
-            position += len(stripe)
+    async with contextlib.aclosing(reader.views(offset, length)) as stripes:
+        async for views in stripes:
+            yield b"".join(views)
 
 
 class AsyncObjectStream:

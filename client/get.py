@@ -165,17 +165,21 @@ class ObjectReader:
                 with contextlib.suppress(BaseException):
                     await task
 
+    def range_end(self, offset: int, length: int | None) -> int:
+        """Where a read of `length` bytes (to the end when None) from `offset` stops, cut to
+        the object's size; InvalidArgument when `offset` is beyond it."""
+        size = self.info.size
+        if offset > size:
+            raise InvalidArgument(f"offset {offset} is beyond the object's size of {size} bytes")
+        return size if length is None else min(size, offset + length)
+
     async def views(
         self, offset: int = 0, length: int | None = None
     ) -> AsyncGenerator[list[memoryview], None]:
         """Yield `length` bytes from `offset` (to the end when None), stripe by stripe, as
         views of the received shards: join them once, or write them out, without a copy."""
         info = self.info
-        if offset > info.size:
-            raise InvalidArgument(
-                f"offset {offset} is beyond the object's size of {info.size} bytes"
-            )
-        end = info.size if length is None else min(info.size, offset + length)
+        end = self.range_end(offset, length)
         if end <= offset:
             return
         first = offset // info.stripe_bytes

@@ -113,7 +113,7 @@ class StorageNodeServicer:
                     buffered.append(data)
                     size += len(data)
                     if size > SPILL_BYTES:
-                        writer = await asyncio.to_thread(_begin_write, self.store, meta, buffered)
+                        writer = await asyncio.to_thread(self.store.begin_write, meta, buffered)
                         buffered = []
                 else:
                     await asyncio.to_thread(writer.write, data)
@@ -254,17 +254,6 @@ def _corrupt(shard_id: str, exc: ShardCorrupt) -> CorruptData:
     metrics.CORRUPT_SHARDS.labels("read").inc()
     log.warning("corrupt shard quarantined", extra={"shard": shard_id, "why": str(exc)})
     return CorruptData(str(exc))
-
-
-def _begin_write(store: ShardStore, meta: ShardMeta, pieces: list[memoryview]) -> ShardWriter:
-    """Start a streamed write with the pieces received so far (one thread hop)."""
-    writer = store.begin_write(meta)
-    try:
-        writer.write_pieces(pieces)
-    except BaseException:
-        writer.abort()
-        raise
-    return writer
 
 
 def _open_and_read(store: ShardStore, shard_id: str, size: int) -> tuple[ShardReader, bytes]:

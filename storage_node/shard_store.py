@@ -363,8 +363,9 @@ class ShardStore:
         version_id, _stripe, _index = parse_shard_id(shard_id)
         return self._shards / version_id[:2] / shard_id
 
-    def begin_write(self, meta: ShardMeta) -> ShardWriter:
-        """Start receiving a shard; refuses when the node is full."""
+    def begin_write(self, meta: ShardMeta, pieces: Sequence[Buffer] = ()) -> ShardWriter:
+        """Start receiving a shard with the `pieces` received so far (aborted if writing them
+        fails); refuses when the node is full (blocking)."""
         existing = self.path_of(meta.shard_id)
         try:
             replaced = _recorded_length(existing)
@@ -375,7 +376,14 @@ class ShardStore:
                 f"node full: {self.used_bytes} of {self.capacity_bytes} bytes used, "
                 f"shard needs {meta.length}"
             )
-        return ShardWriter(self, meta)
+        writer = ShardWriter(self, meta)
+        if pieces:
+            try:
+                writer.write_pieces(pieces)
+            except BaseException:
+                writer.abort()
+                raise
+        return writer
 
     def install(self, tmp: Path, meta: ShardMeta) -> None:
         """Rename a verified, fsynced temp file into place and fsync the directory."""
@@ -402,13 +410,7 @@ class ShardStore:
 
     def write_pieces(self, meta: ShardMeta, pieces: Sequence[Buffer]) -> None:
         """Store a whole shard received in pieces, without joining them (blocking)."""
-        writer = self.begin_write(meta)
-        try:
-            writer.write_pieces(pieces)
-        except BaseException:
-            writer.abort()
-            raise
-        writer.commit()
+        self.begin_write(meta, pieces).commit()
 
     def open_reader(self, shard_id: str) -> ShardReader:
         """Open a shard for reading in pieces after checking its header and length; NotFound

@@ -7,11 +7,14 @@ clusters so killed task processes cannot disturb the shared one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -230,37 +233,75 @@ def padded_words(key: str, data: bytes) -> list[tuple[str, int]]:
     return [(hashlib.sha256(f"{key}-{i}".encode()).hexdigest(), 1) for i in range(2000)]
 
 
-def reducer_waiting_for(address: str, bucket: str, marker: str) -> Callable[[str, list[int]], int]:
-    """A reducer that first waits (bounded) until `marker` exists, so the test can look at
-    the map outputs while they are still there."""
+class Gate:
+    """A local TCP port that task processes connect to and block on (`recv`) until the test
+    opens the gate: a wait on a condition, not on a clock."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._held: list[socket.socket] = []
+        self._open = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            with self._lock:
+                if self._open:
+                    self._release(conn)
+                else:
+                    self._held.append(conn)
+
+    @staticmethod
+    def _release(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            conn.sendall(b"go")
+        conn.close()
+
+    def open(self) -> None:
+        with self._lock:
+            self._open = True
+            for conn in self._held:
+                self._release(conn)
+            self._held.clear()
+
+    def close(self) -> None:
+        self.open()
+        self._listener.close()
+
+
+def reducer_waiting_for(port: int) -> Callable[[str, list[int]], int]:
+    """A reducer that first blocks (60 s at most) until the test opens the `Gate` on `port`,
+    so the test can look at the map outputs while they are still there."""
 
     waited: list[bool] = []  # per task process: wait before its first word only
 
     def reduce(word: str, counts: list[int]) -> int:
         if not waited:
-            with Client(address) as client:
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline:
-                    if list(client.list(bucket, marker)):
-                        break
-                    time.sleep(0.1)  # poll interval of a wait bounded by the deadline
+            with socket.create_connection(("127.0.0.1", port), timeout=60) as gate:
+                gate.recv(2)  # returns when the gate opens (or raises after the timeout)
             waited.append(True)
         return sum(counts)
 
     return reduce
 
 
-def test_map_outputs_are_replicated(jobs_cluster: LocalCluster, jobs_client: Client) -> None:
+def test_map_outputs_are_replicated(jobs_client: Client) -> None:
     """A map output is stored as n - k + 1 whole replicas (k = 1) of the internal bucket's
     (k, n) = (4, 6): three copies survive the same two node losses with half the shard writes,
     and a reducer reads one shard instead of four."""
     bucket = unique("shuffle")
     jobs_client.create_bucket(bucket, 4, 6)
     jobs_client.put(bucket, "in-0", b"unused")
-    marker = f"go-{unique('marker')}"
+    gate = Gate()
     job = jobs_client.map_reduce(
         padded_words,
-        reducer_waiting_for(jobs_cluster.address, bucket, marker),
+        reducer_waiting_for(gate.port),
         inputs=[(bucket, "in-0")],
         partitions=2,
         options=NO_BACKUPS,
@@ -278,7 +319,7 @@ def test_map_outputs_are_replicated(jobs_cluster: LocalCluster, jobs_client: Cli
             assert (info.k, info.n) == (1, 3), info
             assert jobs_client.head(INTERNAL_BUCKET, info.key).stripe_count >= 1
     finally:
-        jobs_client.put(bucket, marker, b"")
+        gate.close()
     assert sum(dict(job.result(timeout=90)).values()) == 2000
 
 
