@@ -14,19 +14,13 @@ import pytest
 from shoal.client import Client
 from shoal.client.cli.local_cluster import LocalCluster
 from shoal.common import malloc_tuning
+from tests.harness.system import glibc
 
 
 def _threshold(data_dir: str) -> int:
     ready = json.loads((Path(data_dir) / "ready.json").read_text())
     threshold: int = ready["malloc_mmap_threshold"]
     return threshold
-
-
-def glibc() -> bool:
-    try:
-        return os.confstr("CS_GNU_LIBC_VERSION") is not None
-    except (AttributeError, ValueError, OSError):  # no confstr, or a libc without the name
-        return False
 
 
 @pytest.mark.skipif(not glibc(), reason="malloc tuning applies to glibc only")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from shoal.common import malloc_tuning
+from tests.harness.system import glibc
 
 USER_PROGRAM = """
 import json
@@ -53,13 +54,6 @@ def run(program: str, **env: str) -> list[bool]:
     )
     result: list[bool] = json.loads(done.stdout.splitlines()[-1])
     return result
-
-
-def glibc() -> bool:
-    try:
-        return os.confstr("CS_GNU_LIBC_VERSION") is not None
-    except (AttributeError, ValueError, OSError):  # no confstr, or a libc without the name
-        return False
 
 
 pytestmark = pytest.mark.skipif(not glibc(), reason="malloc tuning applies to glibc only")
