@@ -93,13 +93,14 @@ class BytesBuilder:
 
     def write(self, piece: Buffer) -> None:
         """Append `piece`; ValueError if it would run past `size`."""
-        length = memoryview(piece).nbytes
+        view = memoryview(piece).cast("B")
+        length = view.nbytes
         if self.written + length > self.size:
             raise ValueError(
                 f"{self.written + length} bytes written into a result of {self.size} bytes"
             )
         if self._view is not None:
-            self._view[self.written : self.written + length] = memoryview(piece).cast("B")
+            self._view[self.written : self.written + length] = view
         else:
             self._pieces.append(bytes(piece))
         self.written += length
