@@ -59,6 +59,11 @@ class CoordinatorConfig:
         "flight can finish",
         unit="seconds",
     )
+    metadata_group_commit: int = setting(
+        64,
+        "most queued metadata calls (puts, deletes, lookups) committed by one SQLite "
+        "transaction, so they share one fsync; 1 commits each call on its own",
+    )
     upload_timeout: float = setting(
         3600.0,
         "seconds after which an uncommitted upload is aborted and its shards removed",
@@ -118,5 +123,7 @@ class CoordinatorConfig:
             raise ConfigError(
                 f"invalid values for 'default_k'/'default_n': need 1 <= k < n <= {MAX_SHARDS}"
             )
+        if not 1 <= self.metadata_group_commit <= 4096:
+            raise ConfigError("invalid value for 'metadata_group_commit': must be 1 to 4096")
         if not 4 * KiB <= self.stripe_bytes <= 256 * MiB:
             raise ConfigError("invalid value for 'stripe_bytes': must be between 4KiB and 256MiB")

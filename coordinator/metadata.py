@@ -21,6 +21,9 @@ Invariants:
   sources are retired like deleted objects, which queues their old shard names for removal;
   removing a name whose file has another name frees nothing.
 - Every method is one transaction; the coordinator calls them from a single thread.
+  Methods marked `@shares_commit` may also run several to a transaction (`run_together`, the
+  coordinator's group commit): each in a savepoint of its own, so one that fails is undone
+  alone, and one commit (one fsync of the WAL) makes them all durable.
 """
 
 from __future__ import annotations
@@ -30,10 +33,10 @@ import dataclasses
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from shoal.common.errors import (
     AlreadyExists,
@@ -43,6 +46,22 @@ from shoal.common.errors import (
     Unavailable,
 )
 from shoal.coordinator import health_index
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def shares_commit(method: F) -> F:
+    """Mark a MetadataStore method that may run inside `run_together`: its writes go through
+    `_tx` (or it only reads), and it runs no statement that cannot be nested in a transaction
+    (BEGIN, PRAGMA, executescript)."""
+    method.shares_commit = True  # type: ignore[attr-defined]
+    return method
+
+
+def may_share_commit(fn: Callable[..., Any]) -> bool:
+    """True when `fn` is a method marked `@shares_commit`."""
+    return bool(getattr(fn, "shares_commit", False))
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
@@ -394,12 +413,16 @@ class MetadataStore:
                 if name not in present:
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
         health_index.install(self._db)
+        self._together = False  # inside run_together: the transaction is already open
 
     def close(self) -> None:
         self._db.close()
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        if self._together:  # run_together's savepoint around this call undoes it on error
+            yield self._db
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
@@ -407,6 +430,34 @@ class MetadataStore:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    def run_together(self, calls: Sequence[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+        """Run calls of `@shares_commit` methods in one transaction, in order: one commit,
+        so one fsync, for all of them (group commit).
+
+        Each call runs in a savepoint of its own: one that raises is rolled back alone, and its
+        exception is returned in its place. Returns (True, result) or (False, exception) per
+        call, once the commit is durable. If the transaction itself cannot begin or commit,
+        that error is raised and nothing of the batch is kept."""
+        outcomes: list[tuple[bool, Any]] = []
+        self._db.execute("BEGIN IMMEDIATE")
+        self._together = True
+        try:
+            for call in calls:
+                self._db.execute("SAVEPOINT call")
+                try:
+                    outcomes.append((True, call()))
+                except Exception as exc:
+                    self._db.execute("ROLLBACK TO call")
+                    outcomes.append((False, exc))
+                self._db.execute("RELEASE call")
+        except BaseException:
+            self._together = False
+            self._db.execute("ROLLBACK")
+            raise
+        self._together = False
+        self._db.execute("COMMIT")
+        return outcomes
 
     # Nodes ---------------------------------------------------------------------------------
 
@@ -498,6 +549,7 @@ class MetadataStore:
                 raise AlreadyExists(f"bucket {name!r} already exists") from None
         return row
 
+    @shares_commit
     def bucket(self, name: str) -> BucketRow:
         return _bucket(self._db, name)
 
@@ -517,6 +569,7 @@ class MetadataStore:
 
     # Uploads -------------------------------------------------------------------------------
 
+    @shares_commit
     def begin_upload(self, version: VersionRow) -> None:
         with self._tx() as db:
             if (
@@ -544,6 +597,7 @@ class MetadataStore:
                 ),
             )
 
+    @shares_commit
     def commit_inline(self, version: VersionRow, data: bytes, delete_grace_s: float) -> VersionRow:
         """Store a small object whole in the metadata and make it the visible object, in one
         transaction (as durable as any manifest: synchronous=FULL)."""
@@ -575,6 +629,7 @@ class MetadataStore:
         """The bytes of an inline object."""
         return _inline_data(self._db, version_id)
 
+    @shares_commit
     def version(self, version_id: str) -> VersionRow:
         row = self._db.execute(
             f"SELECT {_VERSION_COLUMNS} FROM versions WHERE version_id = ?", (version_id,)
@@ -618,6 +673,7 @@ class MetadataStore:
                 ],
             )
 
+    @shares_commit
     def record_stripes(self, version_id: str, stripes: Sequence[StripeRow]) -> None:
         """Remember written stripes of a pending upload (so an abort can remove them)."""
         with self._tx() as db:
@@ -642,6 +698,7 @@ class MetadataStore:
         if not 0 < stripe.size <= version.stripe_bytes:
             raise InvalidArgument(f"stripe {stripe.index}: size {stripe.size} out of range")
 
+    @shares_commit
     def commit(
         self,
         version_id: str,
@@ -793,6 +850,7 @@ class MetadataStore:
         db.execute("DELETE FROM stripes WHERE version_id = ?", (version_id,))
         db.execute("DELETE FROM inline_objects WHERE version_id = ?", (version_id,))
 
+    @shares_commit
     def abort(self, version_id: str) -> None:
         """Drop a pending upload and queue whatever shards it recorded for removal."""
         with self._tx() as db:
@@ -818,6 +876,7 @@ class MetadataStore:
 
     # Objects -------------------------------------------------------------------------------
 
+    @shares_commit
     def current(self, bucket: str, key: str) -> VersionRow:
         return _current(self._db, bucket, key)
 
@@ -832,6 +891,7 @@ class MetadataStore:
     def stripes(self, version_id: str, first: int, count: int) -> list[StripeRow]:
         return _stripes(self._db, version_id, first, count)
 
+    @shares_commit
     def delete_object(self, bucket: str, key: str, delete_grace_s: float) -> None:
         with self._tx() as db:
             row = db.execute(
@@ -843,6 +903,7 @@ class MetadataStore:
             db.execute("DELETE FROM objects WHERE bucket = ? AND key = ?", (bucket, key))
             self._retire(db, row[0], time.time() + delete_grace_s)
 
+    @shares_commit
     def delete_objects(self, bucket: str, keys: list[str], delete_grace_s: float) -> int:
         """Delete every object of `keys` that exists, in one transaction (one commit, not one
         per object); returns how many were deleted. Missing keys are skipped."""
@@ -916,6 +977,7 @@ class MetadataStore:
         ).fetchone()
         return int(row[0]), int(row[1])
 
+    @shares_commit
     def queue_deletions(
         self, node_id: str, shards: Sequence[tuple[str, int]], not_before: float
     ) -> None:

@@ -40,6 +40,12 @@ Data health and repair: updated through the functions below by the code that com
     shoal_bad_shards_reported_total{state}  corrupt, missing (scrubbers and readers)
     shoal_objects_committed_total, shoal_object_bytes_committed_total,
     shoal_degraded_stripes_committed_total
+
+Metadata (updated by MetadataThread):
+
+    shoal_metadata_commit_calls             calls of puts, deletes and lookups made durable
+                                            by one SQLite commit (group commit: > 1 when
+                                            calls queued while the thread was busy)
 """
 
 from __future__ import annotations
@@ -165,6 +171,11 @@ OBJECT_BYTES_COMMITTED = Counter(
 DEGRADED_STRIPES_COMMITTED = Counter(
     "shoal_degraded_stripes_committed",
     "Stripes committed with fewer than n shards written (repair completes them)",
+)
+METADATA_COMMIT_CALLS = Histogram(
+    "shoal_metadata_commit_calls",
+    "Metadata calls made durable by one SQLite commit (group commit)",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
 )
 for _kind in ("rebuild", "move"):
     REPAIR_SHARDS.labels(_kind)

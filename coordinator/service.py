@@ -1,8 +1,9 @@
 """CoordinatorServicer: the Coordinator RPCs. Validates input, then asks MetadataStore,
 Membership and placement; it never touches shard bytes.
 
-All SQLite work runs on one dedicated thread (`self.db(...)`), which serialises transactions
-and keeps fsyncs off the event loop.
+All SQLite work runs on one dedicated thread (`self.db(...)`, a MetadataThread), which
+serialises transactions, keeps fsyncs off the event loop and commits calls that queued up
+together (group commit).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import grpc.aio
@@ -46,6 +46,7 @@ from shoal.coordinator.metadata import (
     StripeRow,
     VersionRow,
 )
+from shoal.coordinator.metadata_thread import MetadataThread
 from shoal.coordinator.reconcile import Reconciler
 from shoal.coordinator.repair import RepairScheduler
 from shoal.coordinator.status import build_status
@@ -124,7 +125,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         # Small reads on the event loop (see LoopReader); None: every read on the thread.
         self.reader = reader
         self.membership = membership
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metadata")
+        self.metadata_thread = MetadataThread(store, config.metadata_group_commit)
         self.channels = NodeChannels(transport)
         self.repair = RepairScheduler(config, store, membership, self.db, self.channels)
         self.reconciler = Reconciler(config, store, membership, self.db, self.channels)
@@ -132,12 +133,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self.drain_totals: dict[str, int] = {}
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a MetadataStore call on the metadata thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        """Run a MetadataStore (or JobStore) call on the metadata thread."""
+        return await self.metadata_thread.call(fn, *args)
 
     async def close(self) -> None:
         await self.channels.close()
-        self._executor.shutdown(wait=True)
+        self.metadata_thread.close()
 
     def node_info(self, record: NodeRecord, drain_remaining: int = 0) -> common.NodeInfo:
         return common.NodeInfo(
