@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import pickle
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from shoal.common.jobspec import (
     POLICIES,
     internal_output_key,
     output_key,
+    unpack_intermediate,
 )
 from shoal.common.names import check_bucket_name, check_key
 from shoal.rpc.v1 import jobs_pb2 as pb
@@ -406,7 +406,7 @@ class AsyncJob:
                     )
                 except NotFound:
                     continue
-                yield list(pickle.loads(data))
+                yield list(unpack_intermediate(data))
 
     async def _partition_count(self) -> int:
         return sum(1 for t in await self._results() if t.phase == "reduce")

@@ -6,11 +6,18 @@ writes partition `p` to `<job>/map-<i>/part-<p>`; a reducer of partition `p` rea
 object per line: {"key": ..., "value": ...}), or to `<job>/out/part-<p>` in the internal
 bucket when no output is given. Keys are partitioned by a stable hash (xxh3 of a canonical
 encoding), never Python's per-process salted `hash`.
+
+Both kinds of intermediate object (map outputs and internal reducer outputs) are pickles
+compressed with zlib level 1 (`pack_intermediate`), as Hadoop and Spark compress their
+shuffle: a word count's partitions pickle to 15-25 KiB and compress to well under the 16 KiB
+inline limit, so each is one PutInline (no shard writes, no fsyncs on nodes) instead of a
+striped object. Level 1 costs about 0.1 ms for such a partition.
 """
 
 from __future__ import annotations
 
 import pickle
+import zlib
 from typing import Any
 
 import xxhash
@@ -35,6 +42,23 @@ def internal_output_key(job_id: str, partition: int) -> str:
 
 def output_key(prefix: str, partition: int) -> str:
     return f"{prefix}part-{partition:05d}.jsonl"
+
+
+# The marker byte tells compressed intermediates from the plain pickles of earlier versions
+# (whose first byte is the pickle PROTO opcode, 0x80).
+_COMPRESSED = b"Z"
+
+
+def pack_intermediate(value: Any) -> bytes:
+    """A map output partition or an internal reducer output, as stored in the internal bucket."""
+    return _COMPRESSED + zlib.compress(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), 1)
+
+
+def unpack_intermediate(blob: bytes) -> Any:
+    """What `pack_intermediate` stored (or a plain pickle written by an earlier version)."""
+    if blob[:1] == _COMPRESSED:
+        blob = zlib.decompress(memoryview(blob)[1:])
+    return pickle.loads(blob)
 
 
 def _canonical(key: Any) -> bytes:

@@ -18,11 +18,9 @@ import importlib
 import io
 import json
 import os
-import pickle
 import signal
 import time
 import traceback
-import zlib
 from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
@@ -35,7 +33,9 @@ from shoal.common.jobspec import (
     internal_output_key,
     map_output_key,
     output_key,
+    pack_intermediate,
     partition_of,
+    unpack_intermediate,
 )
 
 if TYPE_CHECKING:
@@ -201,24 +201,14 @@ def _group(pairs: Iterable[Any], partitions: int, combiner: Any) -> list[dict[An
     return groups
 
 
-# Map outputs are compressed, as Hadoop and Spark compress their shuffle: a word count's
-# partitions pickle to 15-25 KiB and compress to well under the 16 KiB inline limit, so each
-# is one PutInline (no shard writes at all) instead of a striped object. zlib level 1 costs
-# about 0.1 ms for such a partition. The marker byte tells compressed outputs from the plain
-# pickles of earlier versions (whose first byte is the pickle PROTO opcode, 0x80).
-_COMPRESSED = b"Z"
-
-
 def pack_map_output(group: dict[Any, list[Any]]) -> bytes:
     """One partition of a map task's output, as stored in the internal bucket."""
-    return _COMPRESSED + zlib.compress(pickle.dumps(group, protocol=pickle.HIGHEST_PROTOCOL), 1)
+    return pack_intermediate(group)
 
 
 def unpack_map_output(blob: bytes) -> dict[Any, list[Any]]:
     """The partition `pack_map_output` stored (or a plain pickle from an earlier version)."""
-    if blob[:1] == _COMPRESSED:
-        blob = zlib.decompress(memoryview(blob)[1:])
-    group: dict[Any, list[Any]] = pickle.loads(blob)
+    group: dict[Any, list[Any]] = unpack_intermediate(blob)
     return group
 
 
@@ -273,9 +263,7 @@ def run_reduce(program: dict[str, Any], task: dict[str, Any]) -> bytes:
         client.put(bucket, output_key(prefix, partition), lines.encode())
     else:
         client.put(
-            INTERNAL_BUCKET,
-            internal_output_key(job_id, partition),
-            pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL),
+            INTERNAL_BUCKET, internal_output_key(job_id, partition), pack_intermediate(results)
         )
     report_progress(total, total)
     return b""

@@ -1,9 +1,11 @@
-"""Map outputs are stored compressed, and earlier versions' plain pickles still read."""
+"""Map outputs and internal reducer outputs are stored compressed, and earlier versions'
+plain pickles still read."""
 
 from __future__ import annotations
 
 import pickle
 
+from shoal.common.jobspec import pack_intermediate, unpack_intermediate
 from shoal.worker.child import pack_map_output, unpack_map_output
 
 
@@ -22,3 +24,11 @@ def test_plain_pickles_of_earlier_versions_still_read() -> None:
 
 def test_empty_partition() -> None:
     assert unpack_map_output(pack_map_output({})) == {}
+
+
+def test_reducer_outputs_round_trip_and_old_ones_still_read() -> None:
+    results = [(f"word{i}", i) for i in range(1250)]
+    blob = pack_intermediate(results)
+    assert unpack_intermediate(blob) == results
+    assert len(blob) < 16 * 1024, "a word count's reducer output should fit the inline limit"
+    assert unpack_intermediate(pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL)) == results
