@@ -11,6 +11,7 @@ writing Shoal come back with `user_error=False` so the coordinator retries them 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import ctypes.util
@@ -21,7 +22,8 @@ import os
 import signal
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from shoal.common.transport import Transport
 
 PROGRESS_EVERY_S = 0.1
+REDUCE_FETCH_WINDOW = 8
 PR_SET_PDEATHSIG = 1
 COORDINATOR_OUTAGE_S = 60.0
 MAX_STDERR = 64 * 1024
@@ -233,14 +236,34 @@ def run_map(program: dict[str, Any], task: dict[str, Any]) -> tuple[bytes, list[
     return b"", sizes
 
 
+def _fetch_in_order(
+    client: _RetryingClient, bucket: str, keys: list[str], window: int = REDUCE_FETCH_WINDOW
+) -> Iterator[bytes]:
+    """The objects `keys`, in order, with up to `window` gets in flight: a reducer's map
+    outputs are small, so fetching them one by one would leave it waiting on a coordinator
+    round trip per map task. At most `window` fetched outputs are held ahead of the caller."""
+    with ThreadPoolExecutor(max_workers=window, thread_name_prefix="reduce-fetch") as pool:
+        pending: collections.deque[Future[bytes]] = collections.deque()
+        try:
+            for key in keys:
+                if len(pending) >= window:
+                    yield pending.popleft().result()
+                pending.append(pool.submit(client.get, bucket, key))
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
 def run_reduce(program: dict[str, Any], task: dict[str, Any]) -> bytes:
     client = _client_for_tasks()
     partition, job_id = task["index"], task["job_id"]
     total = max(task["progress_total"], 1)
     merged: dict[Any, list[Any]] = {}
     read = 0
-    for map_index in range(task["map_tasks"]):
-        blob = client.get(INTERNAL_BUCKET, map_output_key(job_id, map_index, partition))
+    keys = [map_output_key(job_id, i, partition) for i in range(task["map_tasks"])]
+    for blob in _fetch_in_order(client, INTERNAL_BUCKET, keys):
         read += len(blob)
         for key, values in unpack_map_output(blob).items():
             merged.setdefault(key, []).extend(values)
