@@ -426,10 +426,17 @@ class MetadataStore:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
-        self._db.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        """Roll back the open transaction, if SQLite has not already done so itself (it does
+        on SQLITE_FULL, IOERR, NOMEM or an interrupt): the caller's error is the one to report,
+        not "no transaction is active"."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     def run_together(self, calls: Sequence[Callable[[], Any]]) -> list[tuple[bool, Any]]:
         """Run calls of `@shares_commit` methods in one transaction, in order: one commit,
@@ -448,19 +455,24 @@ class MetadataStore:
                 try:
                     outcomes.append((True, call()))
                 except Exception as exc:
+                    if not self._db.in_transaction:
+                        # SQLite rolled the whole transaction back (disk full, I/O error):
+                        # the batch is lost, and this call's error says why.
+                        raise
                     self._db.execute("ROLLBACK TO call")
                     outcomes.append((False, exc))
                 self._db.execute("RELEASE call")
+            self._db.execute("COMMIT")
         except BaseException:
-            self._together = False
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
-        self._together = False
-        self._db.execute("COMMIT")
+        finally:
+            self._together = False
         return outcomes
 
     # Nodes ---------------------------------------------------------------------------------
 
+    @shares_commit
     def upsert_node(self, node: NodeRow) -> None:
         now = time.time()
         with self._tx() as db:
@@ -938,6 +950,7 @@ class MetadataStore:
         params.append(limit)
         return [VersionRow(*r) for r in self._db.execute(sql, params)]
 
+    @shares_commit
     def mark_bad(
         self, version_id: str, stripe_index: int, shard_index: int, node_id: str, state: str
     ) -> bool:
@@ -961,6 +974,7 @@ class MetadataStore:
             )
         ]
 
+    @shares_commit
     def confirm_deletions(self, node_id: str, shard_ids: Sequence[str]) -> None:
         if not shard_ids:
             return

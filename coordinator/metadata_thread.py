@@ -15,32 +15,43 @@ before. A call whose caller was cancelled before the thread reached it is skippe
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from shoal.coordinator import metrics
 from shoal.coordinator.metadata import MetadataStore, may_share_commit
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 64
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Call:
     fn: Callable[..., Any]
     args: tuple[Any, ...]
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
+    delivered: bool = field(default=False)
 
     def shares_commit_with(self, store: MetadataStore) -> bool:
         return getattr(self.fn, "__self__", None) is store and may_share_commit(self.fn)
 
     def deliver(self, ok: bool, value: Any) -> None:
-        self.loop.call_soon_threadsafe(_settle, self.future, ok, value)
+        """Hand the outcome to the caller's loop; a loop that has closed meanwhile (its caller
+        is gone) is skipped, never an error that could stop the thread."""
+        self.delivered = True
+        if self.loop.is_closed():
+            return
+        try:
+            self.loop.call_soon_threadsafe(_settle, self.future, ok, value)
+        except RuntimeError:  # closed between the check and the call
+            pass
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -61,24 +72,27 @@ class MetadataThread:
         self.store = store
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._closing = threading.Lock()  # orders call()'s check-and-put against close()
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="metadata", daemon=True)
         self._thread.start()
-        self._closed = False
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn(*args) on the metadata thread; its result once durably committed."""
-        if self._closed:
-            raise RuntimeError("the metadata thread is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Call(fn, args, future, loop))
+        with self._closing:
+            if self._closed:
+                raise RuntimeError("the metadata thread is closed")
+            self._queue.put(_Call(fn, args, future, loop))
         return await future
 
     def close(self) -> None:
         """Finish the calls already queued, then stop the thread (blocking)."""
-        if not self._closed:
-            self._closed = True
-            self._queue.put(None)
+        with self._closing:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(None)
         self._thread.join()
 
     def _run(self) -> None:
@@ -97,7 +111,13 @@ class MetadataThread:
                     stopping = True
                     break
                 calls.append(more)
-            self._execute([c for c in calls if not c.future.cancelled()])
+            try:
+                self._execute([c for c in calls if not c.future.cancelled()])
+            except BaseException as exc:  # a bug here must fail these calls, not the thread
+                log.exception("metadata thread: calls failed outside their own code")
+                for call in calls:
+                    if not call.delivered:
+                        call.deliver(False, exc)
             if stopping:
                 return
 

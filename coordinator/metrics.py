@@ -175,7 +175,7 @@ DEGRADED_STRIPES_COMMITTED = Counter(
 METADATA_COMMIT_CALLS = Histogram(
     "shoal_metadata_commit_calls",
     "Metadata calls made durable by one SQLite commit (group commit)",
-    buckets=(1, 2, 4, 8, 16, 32, 64),
+    buckets=(1, 2, 4, 8, 16, 32, 64, 256, 1024, 4096),
 )
 for _kind in ("rebuild", "move"):
     REPAIR_SHARDS.labels(_kind)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -43,6 +44,17 @@ def commits_observed() -> tuple[float, float]:
     count = REGISTRY.get_sample_value("shoal_metadata_commit_calls_count") or 0.0
     total = REGISTRY.get_sample_value("shoal_metadata_commit_calls_sum") or 0.0
     return count, total
+
+
+class StatementLog:
+    """The SQL statements the store's connection runs (sqlite3's trace callback)."""
+
+    def __init__(self, store: MetadataStore) -> None:
+        self.statements: list[str] = []
+        store._db.set_trace_callback(self.statements.append)
+
+    def count(self, statement: str) -> int:
+        return sum(1 for s in self.statements if s.strip().upper() == statement)
 
 
 class Blocker:
@@ -92,10 +104,24 @@ async def test_calls_queued_while_busy_share_one_commit(
         blocker = Blocker()
         held = await queue_behind(thread, blocker)
         before = commits_observed()
-        puts = [
-            asyncio.create_task(thread.call(store.commit_inline, pending(f"k{i}"), b"x", 0.0))
-            for i in range(10)
-        ]
+        statements = StatementLog(store)
+        visible_when_acknowledged: dict[str, bool] = {}
+
+        def check_durable(key: str) -> Callable[[asyncio.Future[Any]], None]:
+            # Runs on the loop as the caller gets its result: another connection must
+            # already see the row, i.e. the commit happened before the acknowledgement.
+            def check(_: asyncio.Future[Any]) -> None:
+                visible_when_acknowledged[key] = key in committed_keys(tmp_path / "meta.db")
+
+            return check
+
+        puts = []
+        for i in range(10):
+            put = asyncio.ensure_future(
+                thread.call(store.commit_inline, pending(f"k{i}"), b"x", 0.0)
+            )
+            put.add_done_callback(check_durable(f"k{i}"))
+            puts.append(put)
         missing = asyncio.create_task(
             thread.call(store.commit_inline, pending("m", bucket="missing"), b"x", 0.0)
         )
@@ -110,7 +136,10 @@ async def test_calls_queued_while_busy_share_one_commit(
         thread.close()
     assert [row.key for row in rows] == [f"k{i}" for i in range(10)]
     assert committed_keys(tmp_path / "meta.db") == {f"k{i}" for i in range(10)}
-    assert after[0] - before[0] == 1, "eleven queued calls should have taken one commit"
+    assert statements.count("COMMIT") == 1, "eleven queued calls should take one commit"
+    assert statements.count("BEGIN IMMEDIATE") == 1
+    assert visible_when_acknowledged == {f"k{i}": True for i in range(10)}
+    assert after[0] - before[0] == 1
     assert after[1] - before[1] == 11
 
 
@@ -121,7 +150,7 @@ async def test_group_commit_of_one_commits_every_call_alone(
     try:
         blocker = Blocker()
         held = await queue_behind(thread, blocker)
-        before = commits_observed()
+        statements = StatementLog(store)
         puts = [
             asyncio.create_task(thread.call(store.commit_inline, pending(f"k{i}"), b"x", 0.0))
             for i in range(5)
@@ -130,10 +159,9 @@ async def test_group_commit_of_one_commits_every_call_alone(
         blocker.release.set()
         await held
         await asyncio.gather(*puts)
-        after = commits_observed()
     finally:
         thread.close()
-    assert after[0] - before[0] == 5
+    assert statements.count("COMMIT") == 5
     assert committed_keys(tmp_path / "meta.db") == {f"k{i}" for i in range(5)}
 
 
@@ -211,3 +239,46 @@ async def test_close_finishes_queued_calls_then_refuses_new_ones(store: Metadata
     assert (await put).key == "a"
     with pytest.raises(RuntimeError, match="closed"):
         await thread.call(store.bucket, "bkt")
+
+
+def test_an_error_that_ends_the_whole_transaction_is_reported_as_itself(
+    store: MetadataStore, tmp_path: Path
+) -> None:
+    # SQLite rolls a transaction back by itself on SQLITE_FULL (here: a page limit); the
+    # batch is lost, and the error says "full", not "no transaction is active".
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count={pages + 4}")
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        store.run_together(
+            [
+                lambda: store.commit_inline(pending("a"), b"x", 0.0),
+                lambda: store.commit_inline(pending("big"), b"y" * 200_000, 0.0),
+            ]
+        )
+    assert not store._db.in_transaction
+    store._db.execute("PRAGMA max_page_count=1073741823")
+    assert committed_keys(tmp_path / "meta.db") == set()
+    store.commit_inline(pending("after"), b"x", 0.0)  # the store goes on working
+    assert committed_keys(tmp_path / "meta.db") == {"after"}
+
+
+def test_a_caller_whose_loop_closed_does_not_stop_the_thread(store: MetadataStore) -> None:
+    thread = MetadataThread(store)
+    blocker = Blocker()
+
+    async def start_then_leave() -> None:
+        left_behind = asyncio.ensure_future(thread.call(blocker))
+        assert await asyncio.to_thread(blocker.started.wait, DEADLINE_S)
+        assert not left_behind.done()
+
+    try:
+        asyncio.run(start_then_leave())  # its loop is closed once this returns
+        blocker.release.set()  # the blocker's result now goes to a closed loop
+        row = asyncio.run(
+            asyncio.wait_for(
+                thread.call(store.commit_inline, pending("later"), b"x", 0.0), DEADLINE_S
+            )
+        )
+    finally:
+        thread.close()
+    assert row.key == "later"
