@@ -44,7 +44,9 @@ PLACE_BATCH = 32
 class PutTuning:
     """Client-side knobs of the put pipeline."""
 
-    max_inflight_stripes: int = 4
+    # 8 measured 1-9% faster than 4 for 64 MiB puts (same cluster, clients alternating, fresh
+    # keys; 12 no better) for more peak memory (a 1 GiB put and get: 115 -> 153 MiB).
+    max_inflight_stripes: int = 8
     shard_timeout_s: float = 30.0
 
 
