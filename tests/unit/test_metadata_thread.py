@@ -5,9 +5,11 @@ keeps nothing and fails every call in it, and the order of calls is kept."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,16 +66,35 @@ class Blocker:
         self.started = threading.Event()
         self.release = threading.Event()
 
-    def __call__(self) -> str:
+    def __call__(self) -> None:
         self.started.set()
         assert self.release.wait(DEADLINE_S), "the test never released the metadata thread"
-        return "released"
 
 
-async def queue_behind(thread: MetadataThread, blocker: Blocker) -> asyncio.Task[str]:
+@contextlib.asynccontextmanager
+async def busy_thread(
+    store: MetadataStore, max_batch: int = 64
+) -> AsyncIterator[tuple[MetadataThread, threading.Event]]:
+    """A MetadataThread held busy by a Blocker until the test sets the yielded event, so the
+    calls the test makes meanwhile queue up behind it; closed on exit."""
+    thread = MetadataThread(store, max_batch)
+    blocker = Blocker()
     held = asyncio.create_task(thread.call(blocker))
-    assert await asyncio.to_thread(blocker.started.wait, DEADLINE_S)
-    return held
+    try:
+        assert await asyncio.to_thread(blocker.started.wait, DEADLINE_S)
+        yield thread, blocker.release
+        await held
+    finally:
+        blocker.release.set()
+        thread.close()
+
+
+async def queued(thread: MetadataThread, count: int) -> None:
+    """Wait (bounded) until `count` calls are queued behind the busy thread."""
+    deadline = time.monotonic() + DEADLINE_S
+    while thread._queue.qsize() < count:
+        assert time.monotonic() < deadline, f"{count} calls never reached the queue"
+        await asyncio.sleep(0)
 
 
 def test_run_together_undoes_only_the_call_that_failed(
@@ -99,22 +120,19 @@ def test_run_together_undoes_only_the_call_that_failed(
 async def test_calls_queued_while_busy_share_one_commit(
     store: MetadataStore, tmp_path: Path
 ) -> None:
-    thread = MetadataThread(store, max_batch=64)
-    try:
-        blocker = Blocker()
-        held = await queue_behind(thread, blocker)
+    visible_when_acknowledged: dict[str, bool] = {}
+
+    def check_durable(key: str) -> Callable[[asyncio.Future[Any]], None]:
+        # Runs on the loop as the caller gets its result: another connection must already
+        # see the row, i.e. the commit happened before the acknowledgement.
+        def check(_: asyncio.Future[Any]) -> None:
+            visible_when_acknowledged[key] = key in committed_keys(tmp_path / "meta.db")
+
+        return check
+
+    async with busy_thread(store, max_batch=64) as (thread, release):
         before = commits_observed()
         statements = StatementLog(store)
-        visible_when_acknowledged: dict[str, bool] = {}
-
-        def check_durable(key: str) -> Callable[[asyncio.Future[Any]], None]:
-            # Runs on the loop as the caller gets its result: another connection must
-            # already see the row, i.e. the commit happened before the acknowledgement.
-            def check(_: asyncio.Future[Any]) -> None:
-                visible_when_acknowledged[key] = key in committed_keys(tmp_path / "meta.db")
-
-            return check
-
         puts = []
         for i in range(10):
             put = asyncio.ensure_future(
@@ -125,15 +143,12 @@ async def test_calls_queued_while_busy_share_one_commit(
         missing = asyncio.create_task(
             thread.call(store.commit_inline, pending("m", bucket="missing"), b"x", 0.0)
         )
-        await asyncio.sleep(0)  # let every call reach the queue
-        blocker.release.set()
-        assert await held == "released"
+        await queued(thread, 11)
+        release.set()
         rows = await asyncio.gather(*puts)
         with pytest.raises(NotFound):
             await missing
         after = commits_observed()
-    finally:
-        thread.close()
     assert [row.key for row in rows] == [f"k{i}" for i in range(10)]
     assert committed_keys(tmp_path / "meta.db") == {f"k{i}" for i in range(10)}
     assert statements.count("COMMIT") == 1, "eleven queued calls should take one commit"
@@ -146,40 +161,29 @@ async def test_calls_queued_while_busy_share_one_commit(
 async def test_group_commit_of_one_commits_every_call_alone(
     store: MetadataStore, tmp_path: Path
 ) -> None:
-    thread = MetadataThread(store, max_batch=1)
-    try:
-        blocker = Blocker()
-        held = await queue_behind(thread, blocker)
+    async with busy_thread(store, max_batch=1) as (thread, release):
         statements = StatementLog(store)
         puts = [
             asyncio.create_task(thread.call(store.commit_inline, pending(f"k{i}"), b"x", 0.0))
             for i in range(5)
         ]
-        await asyncio.sleep(0)
-        blocker.release.set()
-        await held
+        await queued(thread, 5)
+        release.set()
         await asyncio.gather(*puts)
-    finally:
-        thread.close()
     assert statements.count("COMMIT") == 5
     assert committed_keys(tmp_path / "meta.db") == {f"k{i}" for i in range(5)}
 
 
 async def test_calls_run_in_the_order_they_were_asked_for(store: MetadataStore) -> None:
-    thread = MetadataThread(store)
-    try:
-        blocker = Blocker()
-        held = await queue_behind(thread, blocker)
+    async with busy_thread(store) as (thread, release):
         first = asyncio.create_task(thread.call(store.commit_inline, pending("a"), b"x", 0.0))
         # list_objects may not share a commit: it runs alone, after the group before it.
         listed = asyncio.create_task(thread.call(store.list_objects, "bkt", "", "", 100))
         second = asyncio.create_task(thread.call(store.commit_inline, pending("b"), b"x", 0.0))
-        await asyncio.sleep(0)
-        blocker.release.set()
-        await asyncio.gather(held, first, second)
+        await queued(thread, 3)
+        release.set()
+        await asyncio.gather(first, second)
         assert [row.key for row in await listed] == ["a"]
-    finally:
-        thread.close()
 
 
 async def test_a_transaction_that_cannot_begin_fails_every_call_and_keeps_nothing(
@@ -188,22 +192,18 @@ async def test_a_transaction_that_cannot_begin_fails_every_call_and_keeps_nothin
     path = tmp_path / "meta.db"
     store._db.execute("PRAGMA busy_timeout=50")
     other = sqlite3.connect(path, isolation_level=None)
-    thread = MetadataThread(store)
     try:
-        blocker = Blocker()
-        held = await queue_behind(thread, blocker)
-        puts = [
-            asyncio.create_task(thread.call(store.commit_inline, pending(f"k{i}"), b"x", 0.0))
-            for i in range(3)
-        ]
-        await asyncio.sleep(0)
-        other.execute("BEGIN IMMEDIATE")  # another writer holds the database
-        blocker.release.set()
-        await held
-        results = await asyncio.gather(*puts, return_exceptions=True)
-        other.execute("ROLLBACK")
+        async with busy_thread(store) as (thread, release):
+            puts = [
+                asyncio.create_task(thread.call(store.commit_inline, pending(f"k{i}"), b"x", 0.0))
+                for i in range(3)
+            ]
+            await queued(thread, 3)
+            other.execute("BEGIN IMMEDIATE")  # another writer holds the database
+            release.set()
+            results = await asyncio.gather(*puts, return_exceptions=True)
+            other.execute("ROLLBACK")
     finally:
-        thread.close()
         other.close()
     assert all(isinstance(r, sqlite3.OperationalError) for r in results), results
     assert committed_keys(path) == set()
@@ -212,30 +212,32 @@ async def test_a_transaction_that_cannot_begin_fails_every_call_and_keeps_nothin
 async def test_a_call_cancelled_before_it_ran_is_skipped(
     store: MetadataStore, tmp_path: Path
 ) -> None:
-    thread = MetadataThread(store)
-    try:
-        blocker = Blocker()
-        held = await queue_behind(thread, blocker)
+    async with busy_thread(store) as (thread, release):
         cancelled = asyncio.create_task(
             thread.call(store.commit_inline, pending("gone"), b"x", 0.0)
         )
         kept = asyncio.create_task(thread.call(store.commit_inline, pending("kept"), b"x", 0.0))
-        await asyncio.sleep(0)
+        await queued(thread, 2)
         cancelled.cancel()
-        blocker.release.set()
-        await asyncio.gather(held, kept)
+        release.set()
+        await kept
         with pytest.raises(asyncio.CancelledError):
             await cancelled
-    finally:
-        thread.close()
     assert committed_keys(tmp_path / "meta.db") == {"kept"}
 
 
 async def test_close_finishes_queued_calls_then_refuses_new_ones(store: MetadataStore) -> None:
     thread = MetadataThread(store)
+    blocker = Blocker()
+    held = asyncio.create_task(thread.call(blocker))
+    assert await asyncio.to_thread(blocker.started.wait, DEADLINE_S)
     put = asyncio.create_task(thread.call(store.commit_inline, pending("a"), b"x", 0.0))
-    await asyncio.sleep(0)
-    await asyncio.to_thread(thread.close)
+    await queued(thread, 1)
+    closing = asyncio.create_task(asyncio.to_thread(thread.close))
+    await queued(thread, 2)  # close() has queued its stop behind the put
+    blocker.release.set()
+    await closing
+    await held
     assert (await put).key == "a"
     with pytest.raises(RuntimeError, match="closed"):
         await thread.call(store.bucket, "bkt")

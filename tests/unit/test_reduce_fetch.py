@@ -11,13 +11,19 @@ import pytest
 
 from shoal.worker.child import _fetch_in_order
 
+DEADLINE_S = 10.0
+
 
 class RecordingStore:
-    """Answers get(bucket, key) with the key's bytes after a delay that makes early keys
-    slowest, so out-of-order completion is certain; records the most gets in flight."""
+    """Answers get(bucket, key) with the key's bytes and records the most gets in flight.
 
-    def __init__(self, keys: int) -> None:
-        self.keys = keys
+    With `reverse_within` = W, the gets of each aligned group of W keys finish last key first
+    (key i waits until key i + 1 has finished), so completion is certainly out of order and
+    the first W gets are certainly in flight together."""
+
+    def __init__(self, keys: int, reverse_within: int = 1) -> None:
+        self.reverse_within = reverse_within
+        self.finished = [threading.Event() for _ in range(keys + 1)]
         self.lock = threading.Lock()
         self.in_flight = 0
         self.most_in_flight = 0
@@ -28,30 +34,43 @@ class RecordingStore:
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
             self.started.append(key)
-        if key == "missing":
+        try:
+            if key == "missing":
+                raise KeyError(key)
+            index = int(key)
+            if (index + 1) % self.reverse_within:
+                assert self.finished[index + 1].wait(DEADLINE_S), f"key {index + 1} never finished"
+            return key.encode()
+        finally:
             with self.lock:
                 self.in_flight -= 1
-            raise KeyError(key)
-        time.sleep(0.001 * (self.keys - int(key)))
-        with self.lock:
-            self.in_flight -= 1
-        return key.encode()
+            if key != "missing":
+                self.finished[int(key)].set()
+
+
+def wait_until(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.001)
 
 
 def test_outputs_come_in_order_with_at_most_window_in_flight() -> None:
-    store = RecordingStore(40)
+    store = RecordingStore(40, reverse_within=8)
     keys = [str(i) for i in range(40)]
     fetched = list(_fetch_in_order(cast(Any, store), "b", keys, window=8))
     assert fetched == [k.encode() for k in keys]
-    assert 1 < store.most_in_flight <= 8
+    assert store.most_in_flight == 8
 
 
 def test_the_window_bounds_what_is_fetched_ahead_of_the_consumer() -> None:
     store = RecordingStore(40)
     outputs = _fetch_in_order(cast(Any, store), "b", [str(i) for i in range(40)], window=4)
     assert next(outputs) == b"0"
-    time.sleep(0.05)  # give the pool every chance to run ahead
-    assert len(store.started) <= 5  # the 4 in flight, plus the one just handed over
+    # Suspended after handing over the first output, the generator has asked for exactly
+    # the window's 4 gets; wait until the pool has run them all, then check it ran no more.
+    wait_until(lambda: len(store.started) >= 4, "the window's gets never started")
+    assert sorted(store.started, key=int) == ["0", "1", "2", "3"]
     outputs.close()
 
 
