@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bench.common import fmt
+
 MET = "target met"
 MISSED = "MISSED"
 UNMEASURED = "not measured"
@@ -177,7 +179,7 @@ def check(target: Target, figures: dict[str, float]) -> Verdict:
     elif target.reference_key and target.reference_key in figures:
         reference = figures[target.reference_key]
         bound = target.factor * reference
-        name = f"{target.reference_name} ({reference:,.3g})"
+        name = f"{target.reference_name} ({fmt(reference)})"
         needed = _ratio_text(target.factor, target.op, name)
     elif target.peer is not None:
         reference = target.peer.value

@@ -31,3 +31,11 @@ def test_the_verdicts_stay_on_the_published_figures(shoal: float, verdict: str) 
     figures = {"put_64mib": shoal, "ceiling_put_64mib": 138.0}
     swift = next(v for v in check_all(figures) if "Swift" in v.needed and "put" in v.what)
     assert swift.verdict == verdict
+
+
+def test_a_same_run_reference_prints_in_full() -> None:
+    # A ceiling above 1,000 MiB/s reads "1,038", not "1.04e+03".
+    figures = {"get_64mib": 562.0, "ceiling_get_64mib": 1038.2}
+    ceiling = next(v for v in check_all(figures) if "ceiling" in v.needed and "get" in v.what)
+    assert "(1,038)" in ceiling.needed
+    assert ceiling.verdict == MET
