@@ -129,7 +129,7 @@ def fmt(value: float | None) -> str:
         return "-"
     if value == 0:
         return "0"
-    if abs(value) >= 1000:
+    if abs(value) >= 999.5:  # what rounds to 1,000 or more: "1,000", never "1e+03"
         return f"{value:,.0f}"
     return f"{value:.3g}"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench.common import fmt
 from bench.targets import MET, MISSED, check_all, machine_speed_lines
 
 
@@ -39,3 +40,8 @@ def test_a_same_run_reference_prints_in_full() -> None:
     ceiling = next(v for v in check_all(figures) if "ceiling" in v.needed and "get" in v.what)
     assert "(1,038)" in ceiling.needed
     assert ceiling.verdict == MET
+
+
+@pytest.mark.parametrize(("value", "text"), [(999.4, "999"), (999.6, "1,000"), (1038.2, "1,038")])
+def test_figures_near_a_thousand_never_print_as_powers_of_ten(value: float, text: str) -> None:
+    assert fmt(value) == text
