@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
 import sqlite3
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,7 @@ async def busy_thread(
     held = asyncio.create_task(thread.call(blocker))
     try:
         assert await asyncio.to_thread(blocker.started.wait, DEADLINE_S)
+        watch_queue(thread)
         yield thread, blocker.release
         await held
     finally:
@@ -89,12 +90,40 @@ async def busy_thread(
         thread.close()
 
 
+class WatchedQueue:
+    """The metadata thread's queue with a condition notified on every put, so a test waits
+    for calls to arrive instead of polling."""
+
+    def __init__(self, inner: queue.SimpleQueue[Any]) -> None:
+        self.inner = inner
+        self.arrived = threading.Condition()
+
+    def put(self, item: Any) -> None:
+        with self.arrived:
+            self.inner.put(item)
+            self.arrived.notify_all()
+
+    def get(self) -> Any:
+        return self.inner.get()
+
+    def get_nowait(self) -> Any:
+        return self.inner.get_nowait()
+
+    def wait_for(self, count: int) -> bool:
+        with self.arrived:
+            return self.arrived.wait_for(lambda: self.inner.qsize() >= count, DEADLINE_S)
+
+
+def watch_queue(thread: MetadataThread) -> None:
+    """Install a WatchedQueue; call it while the thread runs a Blocker (not inside get())."""
+    thread._queue = WatchedQueue(thread._queue)  # type: ignore[assignment]
+
+
 async def queued(thread: MetadataThread, count: int) -> None:
     """Wait (bounded) until `count` calls are queued behind the busy thread."""
-    deadline = time.monotonic() + DEADLINE_S
-    while thread._queue.qsize() < count:
-        assert time.monotonic() < deadline, f"{count} calls never reached the queue"
-        await asyncio.sleep(0)
+    watched = thread._queue
+    assert isinstance(watched, WatchedQueue), "watch_queue() the thread first"
+    assert await asyncio.to_thread(watched.wait_for, count), f"{count} calls never queued"
 
 
 def test_run_together_undoes_only_the_call_that_failed(
@@ -231,6 +260,7 @@ async def test_close_finishes_queued_calls_then_refuses_new_ones(store: Metadata
     blocker = Blocker()
     held = asyncio.create_task(thread.call(blocker))
     assert await asyncio.to_thread(blocker.started.wait, DEADLINE_S)
+    watch_queue(thread)
     put = asyncio.create_task(thread.call(store.commit_inline, pending("a"), b"x", 0.0))
     await queued(thread, 1)
     closing = asyncio.create_task(asyncio.to_thread(thread.close))

@@ -4,7 +4,6 @@ holds more than its window ahead of the merge."""
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, cast
 
 import pytest
@@ -25,6 +24,7 @@ class RecordingStore:
         self.reverse_within = reverse_within
         self.finished = [threading.Event() for _ in range(keys + 1)]
         self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)  # notified when a get starts
         self.in_flight = 0
         self.most_in_flight = 0
         self.started: list[str] = []
@@ -34,6 +34,7 @@ class RecordingStore:
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
             self.started.append(key)
+            self.changed.notify_all()
         try:
             if key == "missing":
                 raise KeyError(key)
@@ -46,13 +47,6 @@ class RecordingStore:
                 self.in_flight -= 1
             if key != "missing":
                 self.finished[int(key)].set()
-
-
-def wait_until(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.001)
 
 
 def test_outputs_come_in_order_with_at_most_window_in_flight() -> None:
@@ -69,7 +63,9 @@ def test_the_window_bounds_what_is_fetched_ahead_of_the_consumer() -> None:
     assert next(outputs) == b"0"
     # Suspended after handing over the first output, the generator has asked for exactly
     # the window's 4 gets; wait until the pool has run them all, then check it ran no more.
-    wait_until(lambda: len(store.started) >= 4, "the window's gets never started")
+    with store.changed:
+        started = store.changed.wait_for(lambda: len(store.started) >= 4, DEADLINE_S)
+    assert started, "the window's gets never started"
     assert sorted(store.started, key=int) == ["0", "1", "2", "3"]
     outputs.close()
 
