@@ -52,7 +52,8 @@ async def maintenance(servicer: CoordinatorServicer, shutdown: asyncio.Event) ->
     since_touch = 0.0
     since_health = HEALTH_METRICS_INTERVAL_S
     while not await sleep_or_shutdown(shutdown, MAINTENANCE_INTERVAL_S):
-        for record, previous in servicer.membership.refresh():
+        servicer.membership.refresh()
+        for record, previous in servicer.membership.take_changes():
             if previous == DOWN and record.liveness != DOWN:
                 servicer.reconciler.request(record.node_id)
         # After a liveness change, pay for the health counters' bulk update here rather than

@@ -70,6 +70,8 @@ class Membership:
         self.down_after_s = down_after_s
         self.repair_after_s = repair_after_s
         self.nodes: dict[str, NodeRecord] = {}
+        # Liveness changes since the last take_changes(), whoever's refresh() saw them.
+        self._changes: list[tuple[NodeRecord, str]] = []
 
     def load(
         self,
@@ -137,7 +139,15 @@ class Membership:
                 )
                 changed.append((record, record.liveness))
                 record.liveness = liveness
+        self._changes.extend(changed)
         return changed
+
+    def take_changes(self) -> list[tuple[NodeRecord, str]]:
+        """The (node, previous liveness) changes seen by any refresh() since the last call,
+        oldest first: a heartbeat that brings a node back from down flips it in its own
+        refresh(), and the maintenance loop must still learn of it."""
+        changes, self._changes = self._changes, []
+        return changes
 
     def set_admin_state(self, node_id: str, admin_state: str) -> None:
         record = self.nodes[node_id]
