@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from shoal.client import Client, ShoalError
-from shoal.client.cli.local_cluster import LocalCluster
+from shoal.client.cli.local_cluster import LocalCluster, log_tail
 from shoal.common.names import parse_shard_id
 from tests.harness.cluster import REPAIR_SETTINGS, wait_for
 from tests.harness.faults import (
@@ -229,14 +229,35 @@ def damage_file(path: Path, kind: str, rng: random.Random) -> Damage | None:
         return None
 
 
+def not_up_report(cluster: LocalCluster, client: Client) -> str:
+    """For a failed wait: each node the coordinator does not show up, whether its process
+    runs, and the end of its log (a rare CI failure left nothing else to go on)."""
+    states = node_states(client.status())
+    lines = []
+    for name, daemon in sorted(cluster.nodes.items()):
+        state = states.get(name, "unknown to the coordinator")
+        if state != "up":
+            running = "running" if cluster.running(daemon) else "not running"
+            lines.append(f"{name}: {state}, process {running}; last log lines:")
+            lines.append(log_tail(Path(daemon.data_dir) / "daemon.log", 20))
+    coordinator = cluster.coordinator
+    if lines and coordinator is not None:
+        lines.append("coordinator: last log lines:")
+        lines.append(log_tail(Path(coordinator.data_dir) / "daemon.log", 30))
+    return "\n".join(lines) or f"node states now: {states}"
+
+
 def heal(chaos: Chaos, cluster: LocalCluster, client: Client) -> None:
     """Start every node, let scrub find every remaining damaged shard, repair catch up."""
     chaos.restart_due(force=True)
-    wait_for(
-        lambda: set(node_states(client.status()).values()) == {"up"},
-        timeout_s=30,
-        what="every node up",
-    )
+    try:
+        wait_for(
+            lambda: set(node_states(client.status()).values()) == {"up"},
+            timeout_s=30,
+            what="every node up",
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{not_up_report(cluster, client)}") from None
     client.scrub()
 
     def damage_cleared() -> bool:
