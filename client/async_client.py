@@ -37,6 +37,7 @@ from shoal.client.jobs import (
     map_job,
     map_reduce_job,
 )
+from shoal.client.local_reads import LocalShardFiles, parse_dirs
 from shoal.client.put import PutTuning, run_put
 from shoal.client.sources import PutData, StripeSource
 from shoal.client.status import job_to_dict, status_to_dict
@@ -117,6 +118,10 @@ class AsyncClient:
         tls_ca, tls_cert, tls_key: for a cluster with TLS: PEM files of the cluster CA, of a
             client certificate it signed, and of that certificate's key (all three or none);
             default to SHOAL_TLS_CA, SHOAL_TLS_CERT, SHOAL_TLS_KEY. Pass "" to turn one off.
+        local_node_dirs: data directories of storage nodes on this host (paths, or one
+            comma-separated string): their shards are read from the files directly rather
+            than through the nodes, still verified against the manifest (short-circuit reads,
+            see `shoal.client.local_reads`). Off by default.
 
     Use as `async with AsyncClient(addr) as client:` or call `close()`.
     """
@@ -132,6 +137,7 @@ class AsyncClient:
         tls_ca: PathArg = None,
         tls_cert: PathArg = None,
         tls_key: PathArg = None,
+        local_node_dirs: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] | None = None,
     ) -> None:
         self.address = address or default_address()
         self._transport = client_transport(token, tls_cert, tls_key, tls_ca)
@@ -148,6 +154,8 @@ class AsyncClient:
         self._nodes = NodeChannels(self._transport)
         # Shared by the readers of this client (see UnreachableNodes).
         self._unreachable = UnreachableNodes()
+        dirs = parse_dirs(local_node_dirs)
+        self.local_shards = LocalShardFiles(dirs) if dirs else None
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -360,7 +368,14 @@ class AsyncClient:
         )
         if located.info.inline:
             return InlineReader(located)
-        return ObjectReader(located, self._nodes, self._call, self.get_tuning, self._unreachable)
+        return ObjectReader(
+            located,
+            self._nodes,
+            self._call,
+            self.get_tuning,
+            self._unreachable,
+            self.local_shards,
+        )
 
     async def stream(
         self, bucket: str, key: str, *, offset: int = 0, length: int | None = None

@@ -15,6 +15,11 @@ Shard bytes are not copied on the way: each arrives as a view into its gRPC mess
 verified in place, and a stripe is a list of such views (cut to the stripe's size, decoded
 blocks in a degraded read). `views` hands them on as they are, so `get` copies every byte once,
 into the result, and `download` none; `stripes` joins each stripe into bytes (one copy).
+
+A client given the data directories of storage nodes on its host reads those nodes' shards
+from their files instead of asking the nodes (short-circuit reads, client/local_reads.py); the
+bytes are verified against the manifest the same way, and any file it cannot use is asked of
+its node as usual.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from dataclasses import dataclass
 
 import grpc.aio
 
+from shoal.client.local_reads import LocalShardFiles
 from shoal.common.channels import NodeChannels
 from shoal.common.erasure import StripeCodec, cut_views
 from shoal.common.errors import CorruptData, InvalidArgument, NotFound, ShoalError, Unavailable
@@ -105,6 +111,7 @@ class ObjectReader:
         call: CoordinatorCall,
         tuning: GetTuning,
         unreachable: UnreachableNodes | None = None,
+        local: LocalShardFiles | None = None,
     ) -> None:
         self.info = located.info
         self.channels = channels
@@ -115,6 +122,8 @@ class ObjectReader:
         # Nodes found unreachable or timed out (by this reader, or by others of the same
         # client when shared): tried last for the next stripes.
         self._unreachable = unreachable if unreachable is not None else UnreachableNodes()
+        # Shard files of nodes on this host, read directly when usable (client/local_reads.py).
+        self._local = local
         keep_shard_buffers()  # a no-op in a user program unless it opted in (malloc_tuning)
 
     async def _location(self, index: int) -> common.StripeLocation:
@@ -198,6 +207,18 @@ class ObjectReader:
         if not shard.address:
             raise ShardFailure("node unknown to the coordinator")
         sid = shard_id(self.info.version_id, stripe.index, shard.shard_index)
+        local = self._local
+        if (
+            local is not None
+            and shard.state == "ok"
+            and shard.node_state != "down"
+            and local.holds(shard.node_id)
+        ):
+            own = await asyncio.to_thread(
+                local.read, shard.node_id, sid, shard.length, shard.checksum
+            )
+            if own is not None:
+                return memoryview(own)
         try:
             data = await get_shard_view(
                 self.channels, shard.address, sid, self.tuning.shard_timeout_s

@@ -69,8 +69,8 @@ class Client:
 
     Args:
         address: coordinator HOST:PORT; defaults to SHOAL_COORDINATOR or 127.0.0.1:7000.
-        rpc_timeout_s, put_tuning, get_tuning, token, tls_ca, tls_cert, tls_key: as for
-            AsyncClient.
+        rpc_timeout_s, put_tuning, get_tuning, token, tls_ca, tls_cert, tls_key,
+            local_node_dirs: as for AsyncClient.
 
     Use as a context manager (`with Client(addr) as client:`) or call `close()`.
     """
@@ -86,6 +86,7 @@ class Client:
         tls_ca: str | os.PathLike[str] | None = None,
         tls_cert: str | os.PathLike[str] | None = None,
         tls_key: str | os.PathLike[str] | None = None,
+        local_node_dirs: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] | None = None,
     ) -> None:
         self._async = AsyncClient(
             address,
@@ -96,8 +97,11 @@ class Client:
             tls_ca=tls_ca,
             tls_cert=tls_cert,
             tls_key=tls_key,
+            local_node_dirs=local_node_dirs,
         )
         self.address = self._async.address
+        # Counters of short-circuit reads (None unless local_node_dirs was given).
+        self.local_shards = self._async.local_shards
         self._loop = _SharedLoop.get()
         self._closed = False
 

@@ -13,6 +13,7 @@ from shoal.common.health import Health
 from shoal.common.ids import new_node_id
 from shoal.common.lifecycle import daemon_main, write_ready_file
 from shoal.common.metrics import ready_fields, rpc_interceptors, serve_metrics
+from shoal.common.shard_file import NODE_ID_FILE
 from shoal.common.transport import Transport
 from shoal.storage_node import metrics as node_metrics
 from shoal.storage_node.config import NodeConfig
@@ -26,7 +27,7 @@ log = logging.getLogger("shoal.node")
 
 def resolve_node_id(data_dir: Path, requested: str) -> str:
     """The node id persisted in data_dir; created from `requested` (or generated) on first start."""
-    id_file = data_dir / "node_id"
+    id_file = data_dir / NODE_ID_FILE
     if id_file.exists():
         existing = id_file.read_text().strip()
         if requested and requested != existing:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import struct
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -48,12 +47,27 @@ from typing import NoReturn
 
 from shoal.common.checksum import Buffer, StreamingChecksum, shard_checksum
 from shoal.common.errors import InvalidArgument, NotFound, ShoalError, Unavailable
-from shoal.common.names import parse_shard_id
+from shoal.common.shard_file import (
+    FORMAT_VERSION,
+    HEADER,
+    HEADER_BYTES,
+    MAGIC,
+    SHARDS_DIR,
+    header_problem,
+    shard_path,
+)
 
-MAGIC = b"SHRD"
-FORMAT_VERSION = 1
-HEADER = struct.Struct(">4sHHQ16s")  # magic, format, reserved, length, checksum
-HEADER_BYTES = HEADER.size  # 32
+__all__ = [
+    "FORMAT_VERSION",
+    "HEADER",
+    "HEADER_BYTES",
+    "MAGIC",
+    "ShardCorrupt",
+    "ShardMeta",
+    "ShardReader",
+    "ShardStore",
+    "ShardWriter",
+]
 
 
 class ShardCorrupt(ShoalError):
@@ -336,10 +350,10 @@ class ShardStore:
 
     def __init__(self, root: Path, capacity_bytes: int = 0) -> None:
         self.root = root
-        self._shards = root / "shards"
+        self._shards = root / SHARDS_DIR
         self._lock = threading.Lock()
         self._dir_syncs: dict[Path, _DirSync] = {}
-        for sub in ("shards", "incoming", "quarantine"):
+        for sub in (SHARDS_DIR, "incoming", "quarantine"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         for debris in (root / "incoming").iterdir():
             debris.unlink()
@@ -360,8 +374,7 @@ class ShardStore:
 
     def path_of(self, shard_id: str) -> Path:
         """Where shard `shard_id` lives (validates the id, so no path escapes the store)."""
-        version_id, _stripe, _index = parse_shard_id(shard_id)
-        return self._shards / version_id[:2] / shard_id
+        return shard_path(self._shards, shard_id)
 
     def begin_write(self, meta: ShardMeta, pieces: Sequence[Buffer] = ()) -> ShardWriter:
         """Start receiving a shard with the `pieces` received so far (aborted if writing them
@@ -445,14 +458,7 @@ class ShardStore:
 
     @staticmethod
     def _check_header(header: bytes, file_size: int) -> str:
-        if len(header) < HEADER_BYTES:
-            return "truncated header"
-        magic, fmt, _reserved, length, _checksum = HEADER.unpack(header)
-        if magic != MAGIC or fmt != FORMAT_VERSION:
-            return "bad header"
-        if file_size - HEADER_BYTES != length:
-            return f"length {file_size - HEADER_BYTES} differs from recorded {length}"
-        return ""
+        return header_problem(header, file_size)
 
     def quarantine(
         self, shard_id: str, reason: str, *, file_id: tuple[int, int] | None = None

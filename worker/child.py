@@ -52,6 +52,7 @@ MAX_STDERR = 64 * 1024
 _conn: Connection | None = None
 _coordinator = ""
 _transport: Transport | None = None
+_local_node_dirs: tuple[str, ...] = ()
 _client: Any = None
 _last_progress = 0.0
 _programs: dict[str, dict[str, Any]] = {}  # job id -> unpickled program
@@ -144,6 +145,7 @@ def _client_for_tasks() -> _RetryingClient:
                 tls_ca=tls.ca_path if tls else "",
                 tls_cert=tls.cert_path if tls else "",
                 tls_key=tls.key_path if tls else "",
+                local_node_dirs=_local_node_dirs,
             )
         )
     return _client  # type: ignore[no-any-return]
@@ -350,16 +352,24 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def slot_main(conn: Connection, coordinator: str, transport: Transport | None = None) -> None:
+def slot_main(
+    conn: Connection,
+    coordinator: str,
+    transport: Transport | None = None,
+    local_node_dirs: tuple[str, ...] = (),
+) -> None:
     """Entry point of a slot process: serve tasks from the pipe until it closes.
 
     A slot is one of the worker's own processes (as a Dask worker's is), so it gets the
     daemons' malloc tuning: its tasks read and write objects through the SDK, whose shard
-    buffers would otherwise be zero-filled by the kernel again for every object."""
-    global _conn, _coordinator, _transport
+    buffers would otherwise be zero-filled by the kernel again for every object.
+    `local_node_dirs` (the worker's setting) turns on short-circuit reads of the shards of
+    the storage nodes on this host for the tasks' client."""
+    global _conn, _coordinator, _transport, _local_node_dirs
     _die_with_parent()
     malloc_tuning.tune_own_process()
     _conn, _coordinator, _transport = conn, coordinator, transport
+    _local_node_dirs = local_node_dirs
     while True:
         try:
             task = conn.recv()

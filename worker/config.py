@@ -31,6 +31,12 @@ class WorkerConfig:
         socket.gethostname(), "host identity; equal to a storage node's id when they share a host"
     )
     worker_id: str = setting("", "worker id (default: <host-id>-w<pid>)")
+    local_node_dirs: str = setting(
+        "",
+        "comma-separated data directories of the storage nodes on this host: tasks read "
+        "those nodes' shards from the files directly (short-circuit reads, still verified "
+        "against the manifest); empty = off",
+    )
     rpc_timeout: float = setting(10.0, "timeout of calls to the coordinator", unit="seconds")
     shutdown_grace: float = setting(
         10.0, "seconds running tasks get to finish on SIGTERM", unit="seconds"
@@ -69,3 +75,13 @@ class WorkerConfig:
             raise ConfigError("invalid value for 'slots': must be between 1 and 1024")
         if self.memory < 0:
             raise ConfigError("invalid value for 'memory': must be >= 0")
+        for path in self.local_node_dir_list:
+            if not os.path.isdir(path):
+                raise ConfigError(
+                    f"invalid value for 'local_node_dirs': {path!r} is not a directory"
+                )
+
+    @property
+    def local_node_dir_list(self) -> tuple[str, ...]:
+        """`local_node_dirs` as a tuple of paths."""
+        return tuple(part.strip() for part in self.local_node_dirs.split(",") if part.strip())

@@ -111,7 +111,8 @@ class Worker:
     async def start_slots(self) -> None:
         slots = await asyncio.to_thread(
             lambda: [
-                Slot(self.config.coordinator, self.transport) for _ in range(self.config.slots)
+                Slot(self.config.coordinator, self.transport, self.config.local_node_dir_list)
+                for _ in range(self.config.slots)
             ]
         )
         for slot in slots:

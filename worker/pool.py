@@ -33,16 +33,24 @@ class SlotDied(Exception):
 class Slot:
     """One task process."""
 
-    def __init__(self, coordinator: str, transport: Transport | None = None) -> None:
+    def __init__(
+        self,
+        coordinator: str,
+        transport: Transport | None = None,
+        local_node_dirs: tuple[str, ...] = (),
+    ) -> None:
         self.coordinator = coordinator
         self.transport = transport or Transport()
+        self.local_node_dirs = local_node_dirs
         self._start()
 
     def _start(self) -> None:
         self.programs: set[str] = set()  # job ids whose program the process holds
         parent, child = _CTX.Pipe()
         self.process = _CTX.Process(
-            target=slot_main, args=(child, self.coordinator, self.transport), daemon=True
+            target=slot_main,
+            args=(child, self.coordinator, self.transport, self.local_node_dirs),
+            daemon=True,
         )
         self.process.start()
         child.close()

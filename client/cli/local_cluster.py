@@ -83,6 +83,9 @@ class ClusterSettings:
     # Directory with the cluster CA and certificates (clusterctl certs layout); when set every
     # daemon and client uses mutual TLS, and missing certificates are issued at start.
     tls_dir: str = ""
+    # Workers read the shards of the cluster's nodes from their files (short-circuit reads):
+    # every node of a local cluster is on this machine.
+    short_circuit_reads: bool = True
 
 
 def client_tls_files(tls_dir: str) -> tuple[str, str, str]:
@@ -364,6 +367,9 @@ class LocalCluster:
             args = ["--coordinator", self.address, "--worker-id", daemon.name]
             if daemon.zone:
                 args += ["--zone", daemon.zone]
+            if self.settings.short_circuit_reads and self.nodes:
+                dirs = ",".join(node.data_dir for node in self.nodes.values())
+                args += ["--local-node-dirs", dirs]
             started.append((daemon, self._spawn(daemon, "shoal.worker", args)))
         for daemon, process in started:
             self._wait_ready(daemon, process)

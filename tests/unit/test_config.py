@@ -407,3 +407,15 @@ def test_help_exits_0_and_lists_env_vars(module: str, cls: type) -> None:
     for field in dataclasses.fields(cls):
         assert env_name(field.name) in result.stdout, field.name
         assert "--" + field.name.replace("_", "-") in result.stdout
+
+
+def test_worker_local_node_dirs_must_be_directories(tmp_path: Path) -> None:
+    from shoal.worker.config import WorkerConfig
+
+    (tmp_path / "node-1").mkdir()
+    config = resolve(WorkerConfig, file_values={"local_node_dirs": f"{tmp_path}/node-1, "})
+    assert config.local_node_dir_list == (f"{tmp_path}/node-1",)
+    with pytest.raises(ConfigError, match=r"local_node_dirs.*node-2.*not a directory"):
+        resolve(
+            WorkerConfig, file_values={"local_node_dirs": f"{tmp_path}/node-1,{tmp_path}/node-2"}
+        )
