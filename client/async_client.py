@@ -27,7 +27,7 @@ from typing import Any
 import grpc.aio
 
 from shoal.client.get import GetTuning, ObjectReader, UnreachableNodes
-from shoal.client.inline import INLINE_MAX_BYTES, InlineReader, inline_payload
+from shoal.client.inline import INLINE_MAX_BYTES, MANY_PER_CALL, InlineReader, inline_payload
 from shoal.client.jobs import (
     AsyncJob,
     JobOptions,
@@ -322,6 +322,61 @@ class AsyncClient:
         return ObjectInfo.from_proto(reply.info)
 
     @operation
+    async def put_many(
+        self,
+        bucket: str,
+        objects: Mapping[str, bytes | bytearray | memoryview],
+        *,
+        k: int | None = None,
+        n: int | None = None,
+    ) -> dict[str, ObjectInfo]:
+        """Store several objects given as bytes; returns each key's `ObjectInfo`.
+
+        Small objects (up to `inline_max_bytes`) go to the coordinator up to 256 per call and
+        are committed together; the others are stored one by one as by `put`. Each object is
+        stored whole or not at all, but the set is not atomic: after an error, some may be
+        stored (a retry replaces them).
+
+        Raises:
+            InvalidArgument, NotFound (bucket), InsufficientNodes, Unavailable, ConnectionFailed.
+        """
+        check_bucket_name(bucket)
+        _check_optional_redundancy(k, n)
+        if not isinstance(objects, Mapping):
+            raise InvalidArgument(
+                f"put_many takes a mapping of key -> bytes, got {type(objects).__name__}"
+            )
+        small: list[tuple[str, bytes]] = []
+        for key, data in objects.items():
+            check_key(key)
+            if not isinstance(data, bytes | bytearray | memoryview):
+                raise InvalidArgument(
+                    f"put_many: the data of {key!r} must be bytes, got {type(data).__name__}"
+                )
+            payload = inline_payload(data, self.inline_max_bytes)
+            if payload is not None:
+                small.append((key, payload))
+        stored: dict[str, ObjectInfo] = {}
+        for first in range(0, len(small), MANY_PER_CALL):
+            chunk = small[first : first + MANY_PER_CALL]
+            reply = await self._call(
+                "PutInlineMany",
+                cpb.PutInlineManyRequest(
+                    objects=[
+                        cpb.PutInlineRequest(bucket=bucket, key=key, k=k or 0, n=n or 0, data=data)
+                        for key, data in chunk
+                    ]
+                ),
+            )
+            for (key, _data), result in zip(chunk, reply.results, strict=True):
+                if result.accepted:
+                    stored[key] = ObjectInfo.from_proto(result.info)
+        for key, data in objects.items():
+            if key not in stored:
+                stored[key] = await self.put(bucket, key, data, k=k, n=n)
+        return {key: stored[key] for key in objects}
+
+    @operation
     async def compose(
         self,
         bucket: str,
@@ -366,6 +421,9 @@ class AsyncClient:
         located = await self._call(
             "Locate", cpb.LocateRequest(bucket=bucket, key=key, max_stripes=256)
         )
+        return self._object_reader(located)
+
+    def _object_reader(self, located: cpb.LocateResponse) -> ObjectReader:
         if located.info.inline:
             return InlineReader(located)
         return ObjectReader(
@@ -398,19 +456,41 @@ class AsyncClient:
             with the reason for each), ConnectionFailed.
         """
         _check_range(offset, length)
-        reader = await self._reader(bucket, key)
-        size = max(reader.range_end(offset, length) - offset, 0)
-        # The shards arrive as views into their messages; each is copied once, into the result.
-        async with contextlib.aclosing(reader.views(offset, length)) as stripes:
-            if size < BUILD_IN_PLACE_MIN_BYTES:
-                return b"".join([view async for views in stripes for view in views])
-            # Large: copied into the result as they come (BytesBuilder), so the received
-            # messages are freed stripe by stripe instead of all held until a final join.
-            result = BytesBuilder(size)
-            async for views in stripes:
-                for view in views:
-                    result.write(view)
-            return result.result()
+        return await _read_bytes(await self._reader(bucket, key), offset, length)
+
+    @operation
+    async def get_many(self, bucket: str, keys: Sequence[str]) -> list[bytes]:
+        """Return the bytes of several objects, in the order of `keys`.
+
+        One call to the coordinator locates up to 256 of them and carries the small (inline)
+        ones whole; the others are then read as by `get`. Every result is held in memory:
+        read large objects with `get`, `stream` or `download`.
+
+        Raises:
+            NotFound (naming a missing key), InvalidArgument, Unavailable, ConnectionFailed.
+        """
+        check_bucket_name(bucket)
+        if isinstance(keys, str | bytes) or not isinstance(keys, Sequence):
+            raise InvalidArgument(f"get_many takes a sequence of keys, got {type(keys).__name__}")
+        for key in keys:
+            check_key(key)
+        results: list[bytes] = []
+        for first in range(0, len(keys), MANY_PER_CALL):
+            chunk = keys[first : first + MANY_PER_CALL]
+            reply = await self._call(
+                "LocateMany",
+                cpb.LocateManyRequest(
+                    objects=[
+                        cpb.LocateRequest(bucket=bucket, key=key, max_stripes=256) for key in chunk
+                    ]
+                ),
+            )
+            for located in reply.results:
+                if located.info.inline:
+                    results.append(bytes(located.inline_data))
+                else:
+                    results.append(await _read_bytes(self._object_reader(located), 0, None))
+        return results
 
     @operation
     async def download(self, bucket: str, key: str, path: str | os.PathLike[str]) -> ObjectInfo:
@@ -630,6 +710,22 @@ def _check_range(offset: int, length: int | None) -> None:
         not isinstance(length, int) or isinstance(length, bool) or length < 0
     ):
         raise InvalidArgument(f"length must be None or an integer >= 0, got {length!r}")
+
+
+async def _read_bytes(reader: ObjectReader, offset: int, length: int | None) -> bytes:
+    """`length` bytes from `offset` (to the end when None) of the object `reader` reads."""
+    size = max(reader.range_end(offset, length) - offset, 0)
+    # The shards arrive as views into their messages; each is copied once, into the result.
+    async with contextlib.aclosing(reader.views(offset, length)) as stripes:
+        if size < BUILD_IN_PLACE_MIN_BYTES:
+            return b"".join([view async for views in stripes for view in views])
+        # Large: copied into the result as they come (BytesBuilder), so the received
+        # messages are freed stripe by stripe instead of all held until a final join.
+        result = BytesBuilder(size)
+        async for views in stripes:
+            for view in views:
+                result.write(view)
+        return result.result()
 
 
 async def _range_pieces(

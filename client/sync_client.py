@@ -193,6 +193,17 @@ class Client:
             )
         )
 
+    def put_many(
+        self,
+        bucket: str,
+        objects: Mapping[str, bytes | bytearray | memoryview],
+        *,
+        k: int | None = None,
+        n: int | None = None,
+    ) -> dict[str, ObjectInfo]:
+        """See AsyncClient.put_many."""
+        return self._run(self._async.put_many(bucket, objects, k=k, n=n))
+
     def compose(
         self,
         bucket: str,
@@ -207,6 +218,10 @@ class Client:
     def get(self, bucket: str, key: str, *, offset: int = 0, length: int | None = None) -> bytes:
         """See AsyncClient.get."""
         return self._run(self._async.get(bucket, key, offset=offset, length=length))
+
+    def get_many(self, bucket: str, keys: Sequence[str]) -> list[bytes]:
+        """See AsyncClient.get_many."""
+        return self._run(self._async.get_many(bucket, keys))
 
     def stream(
         self, bucket: str, key: str, *, offset: int = 0, length: int | None = None

@@ -613,28 +613,39 @@ class MetadataStore:
     def commit_inline(self, version: VersionRow, data: bytes, delete_grace_s: float) -> VersionRow:
         """Store a small object whole in the metadata and make it the visible object, in one
         transaction (as durable as any manifest: synchronous=FULL)."""
+        return self.commit_inline_many([(version, data)], delete_grace_s)[0]
+
+    def commit_inline_many(
+        self, objects: list[tuple[VersionRow, bytes]], delete_grace_s: float
+    ) -> list[VersionRow]:
+        """`commit_inline` for several objects in one transaction (all or none are stored)."""
+        rows = []
         with self._tx() as db:
-            if (
-                db.execute("SELECT 1 FROM buckets WHERE name = ?", (version.bucket,)).fetchone()
-                is None
-            ):
-                raise NotFound(f"bucket {version.bucket!r} does not exist")
-            row = dataclasses.replace(version, state="committed", size=len(data), inline=1)
-            db.execute(
-                f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES ({', '.join('?' * 14)})",
-                dataclasses.astuple(row)[:14],
-            )
-            db.execute("INSERT INTO inline_objects VALUES (?, ?)", (row.version_id, data))
-            old = db.execute(
-                "SELECT version_id FROM objects WHERE bucket = ? AND key = ?",
-                (row.bucket, row.key),
-            ).fetchone()
-            db.execute(
-                "INSERT OR REPLACE INTO objects VALUES (?, ?, ?)",
-                (row.bucket, row.key, row.version_id),
-            )
-            if old is not None:
-                self._retire(db, old[0], time.time() + delete_grace_s)
+            for version, data in objects:
+                rows.append(self._insert_inline(db, version, data, delete_grace_s))
+        return rows
+
+    def _insert_inline(
+        self, db: sqlite3.Connection, version: VersionRow, data: bytes, delete_grace_s: float
+    ) -> VersionRow:
+        if db.execute("SELECT 1 FROM buckets WHERE name = ?", (version.bucket,)).fetchone() is None:
+            raise NotFound(f"bucket {version.bucket!r} does not exist")
+        row = dataclasses.replace(version, state="committed", size=len(data), inline=1)
+        db.execute(
+            f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES ({', '.join('?' * 14)})",
+            dataclasses.astuple(row)[:14],
+        )
+        db.execute("INSERT INTO inline_objects VALUES (?, ?)", (row.version_id, data))
+        old = db.execute(
+            "SELECT version_id FROM objects WHERE bucket = ? AND key = ?",
+            (row.bucket, row.key),
+        ).fetchone()
+        db.execute(
+            "INSERT OR REPLACE INTO objects VALUES (?, ?, ?)",
+            (row.bucket, row.key, row.version_id),
+        )
+        if old is not None:
+            self._retire(db, old[0], time.time() + delete_grace_s)
         return row
 
     def inline_data(self, version_id: str) -> bytes:

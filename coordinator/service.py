@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
 MAX_PLACE_BATCH = 256
+MAX_MANY = 256  # objects per PutInlineMany or LocateMany call
 MAX_LIST = 1000
 # Stripe sizes a put may ask for (BeginPutRequest.stripe_bytes).
 MIN_STRIPE_BYTES = 4 * 1024
@@ -329,40 +330,67 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self, request: pb.PutInlineRequest, context: Context
     ) -> pb.PutInlineResponse:
         """A small object in one call, stored in the metadata itself (see inline_max_bytes)."""
-        check_bucket_name(request.bucket)
-        check_key(request.key)
-        if len(request.data) > self.config.inline_max_bytes:
-            return pb.PutInlineResponse(accepted=False)
-        metadata = check_metadata(dict(request.metadata))
-        bucket = await self.db(self.store.bucket, request.bucket)
-        k, n, quorum = self._redundancy(
-            request.k or bucket.k,
-            request.n or bucket.n,
-            bucket.write_quorum if not (request.k or request.n) else 0,
+        (reply,) = await self._put_inline([request])
+        return reply
+
+    @unary
+    async def PutInlineMany(
+        self, request: pb.PutInlineManyRequest, context: Context
+    ) -> pb.PutInlineManyResponse:
+        """Several small objects in one call and one metadata transaction."""
+        if len(request.objects) > MAX_MANY:
+            raise InvalidArgument(f"at most {MAX_MANY} objects per call")
+        return pb.PutInlineManyResponse(results=await self._put_inline(list(request.objects)))
+
+    async def _put_inline(self, requests: list[pb.PutInlineRequest]) -> list[pb.PutInlineResponse]:
+        """Validate every request, then commit the accepted ones in one transaction; one reply
+        per request, in order (accepted=False above the inline limit)."""
+        chosen: list[tuple[int, VersionRow, bytes]] = []
+        for position, request in enumerate(requests):
+            check_bucket_name(request.bucket)
+            check_key(request.key)
+            if len(request.data) > self.config.inline_max_bytes:
+                continue
+            metadata = check_metadata(dict(request.metadata))
+            bucket = await self.db(self.store.bucket, request.bucket)
+            k, n, quorum = self._redundancy(
+                request.k or bucket.k,
+                request.n or bucket.n,
+                bucket.write_quorum if not (request.k or request.n) else 0,
+            )
+            data = bytes(request.data)
+            version = VersionRow(
+                new_version_id(),
+                request.bucket,
+                request.key,
+                "committed",
+                k,
+                n,
+                quorum,
+                max(len(data), 1),
+                len(data),
+                xxhash.xxh3_128_hexdigest(data),
+                0,
+                time.time(),
+                json.dumps(metadata, sort_keys=True),
+            )
+            chosen.append((position, version, data))
+        replies = [pb.PutInlineResponse(accepted=False) for _ in requests]
+        if not chosen:
+            return replies
+        rows = await self.db(
+            self.store.commit_inline_many,
+            [(version, data) for _position, version, data in chosen],
+            self.config.delete_grace,
         )
-        data = bytes(request.data)
-        version = VersionRow(
-            new_version_id(),
-            request.bucket,
-            request.key,
-            "committed",
-            k,
-            n,
-            quorum,
-            max(len(data), 1),
-            len(data),
-            xxhash.xxh3_128_hexdigest(data),
-            0,
-            time.time(),
-            json.dumps(metadata, sort_keys=True),
-        )
-        row = await self.db(self.store.commit_inline, version, data, self.config.delete_grace)
-        coordinator_metrics.record_commit(row.size, 0)
-        log.info(
-            "object committed",
-            extra={"bucket": row.bucket, "key": row.key, "size": row.size, "inline": True},
-        )
-        return pb.PutInlineResponse(accepted=True, info=version_info(row))
+        for (position, _version, _data), row in zip(chosen, rows, strict=True):
+            coordinator_metrics.record_commit(row.size, 0)
+            log.info(
+                "object committed",
+                extra={"bucket": row.bucket, "key": row.key, "size": row.size, "inline": True},
+            )
+            replies[position] = pb.PutInlineResponse(accepted=True, info=version_info(row))
+        return replies
 
     @unary
     async def PlaceStripes(
@@ -566,6 +594,17 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     @unary
     async def Locate(self, request: pb.LocateRequest, context: Context) -> pb.LocateResponse:
+        return await self._locate(request)
+
+    @unary
+    async def LocateMany(
+        self, request: pb.LocateManyRequest, context: Context
+    ) -> pb.LocateManyResponse:
+        if len(request.objects) > MAX_MANY:
+            raise InvalidArgument(f"at most {MAX_MANY} objects per call")
+        return pb.LocateManyResponse(results=[await self._locate(r) for r in request.objects])
+
+    async def _locate(self, request: pb.LocateRequest) -> pb.LocateResponse:
         check_bucket_name(request.bucket)
         check_key(request.key)
         count = min(request.max_stripes or 1024, 1024)

@@ -11,7 +11,6 @@ writing Shoal come back with `user_error=False` so the coordinator retries them 
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import ctypes
 import ctypes.util
@@ -44,7 +43,7 @@ if TYPE_CHECKING:
     from shoal.common.transport import Transport
 
 PROGRESS_EVERY_S = 0.1
-REDUCE_FETCH_WINDOW = 8
+REDUCE_FETCH_BATCH = 16
 PR_SET_PDEATHSIG = 1
 COORDINATOR_OUTAGE_S = 60.0
 MAX_STDERR = 64 * 1024
@@ -103,6 +102,15 @@ class _RetryingClient:
     ) -> Any:
         k, n = redundancy or (None, None)
         return self._retry(lambda: self._client.put(bucket, key, data, k=k, n=n))
+
+    def put_many(
+        self, bucket: str, objects: dict[str, bytes], redundancy: tuple[int, int] | None = None
+    ) -> Any:
+        k, n = redundancy or (None, None)
+        return self._retry(lambda: self._client.put_many(bucket, objects, k=k, n=n))
+
+    def get_many(self, bucket: str, keys: list[str]) -> list[bytes]:
+        return self._retry(lambda: self._client.get_many(bucket, keys))  # type: ignore[no-any-return]
 
     def shuffle_redundancy(self) -> tuple[int, int]:
         """(k, n) for map outputs: `n - k + 1` whole replicas, for the internal bucket's
@@ -227,35 +235,39 @@ def run_map(program: dict[str, Any], task: dict[str, Any]) -> tuple[bytes, list[
     combiner = resolve(program["combiner"]) if program.get("combiner") else None
     pairs = _user(lambda: list(mapper(task["input_key"], data)))
     groups = _group(pairs, program["partitions"], combiner)
-    sizes = []
-    redundancy = client.shuffle_redundancy()
-    for partition, group in enumerate(groups):
-        blob = pack_map_output(group)
-        key = map_output_key(task["job_id"], task["index"], partition)
-        client.put(INTERNAL_BUCKET, key, blob, redundancy)
-        sizes.append(len(blob))
+    blobs = {
+        map_output_key(task["job_id"], task["index"], partition): pack_map_output(group)
+        for partition, group in enumerate(groups)
+    }
+    # Small partitions (a word count's) are committed together in one call to the
+    # coordinator; larger ones are stored one by one.
+    client.put_many(INTERNAL_BUCKET, blobs, client.shuffle_redundancy())
     report_progress(total, total)
-    return b"", sizes
+    return b"", [len(blob) for blob in blobs.values()]
 
 
 def _fetch_in_order(
-    client: _RetryingClient, bucket: str, keys: list[str], window: int = REDUCE_FETCH_WINDOW
+    client: _RetryingClient, bucket: str, keys: list[str], batch: int = REDUCE_FETCH_BATCH
 ) -> Iterator[bytes]:
-    """The objects `keys`, in order, with up to `window` gets in flight: a reducer's map
-    outputs are small, so fetching them one by one would leave it waiting on a coordinator
-    round trip per map task. At most `window` fetched outputs are held ahead of the caller."""
-    with ThreadPoolExecutor(max_workers=window, thread_name_prefix="reduce-fetch") as pool:
-        pending: collections.deque[Future[bytes]] = collections.deque()
+    """The objects `keys`, in order, fetched `batch` at a time with the next batch in flight
+    while the caller works through the current one: a reducer's map outputs are small, so
+    fetching them one by one would leave it waiting on a coordinator round trip per map task,
+    and one `get_many` carries a batch of small ones whole. At most two batches are held."""
+    batches = [keys[i : i + batch] for i in range(0, len(keys), batch)]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reduce-fetch") as pool:
+        pending: Future[list[bytes]] | None = None
         try:
-            for key in keys:
-                if len(pending) >= window:
-                    yield pending.popleft().result()
-                pending.append(pool.submit(client.get, bucket, key))
-            while pending:
-                yield pending.popleft().result()
+            for index in range(len(batches)):
+                current = pending.result() if pending else client.get_many(bucket, batches[0])
+                pending = (
+                    pool.submit(client.get_many, bucket, batches[index + 1])
+                    if index + 1 < len(batches)
+                    else None
+                )
+                yield from current
         finally:
-            for future in pending:
-                future.cancel()
+            if pending is not None:
+                pending.cancel()
 
 
 def run_reduce(program: dict[str, Any], task: dict[str, Any]) -> bytes:

@@ -1,5 +1,5 @@
-"""A reducer fetches its map outputs several at a time, hands them over in order, and never
-holds more than its window ahead of the merge."""
+"""A reducer fetches its map outputs a batch per call with the next batch in flight, hands
+them over in order, and never holds more than two batches."""
 
 from __future__ import annotations
 
@@ -14,63 +14,45 @@ DEADLINE_S = 10.0
 
 
 class RecordingStore:
-    """Answers get(bucket, key) with the key's bytes and records the most gets in flight.
+    """Answers get_many(bucket, keys) with each key's bytes and records every batch asked for
+    (the condition is notified when one starts). A key "missing" raises KeyError."""
 
-    With `reverse_within` = W, the gets of each aligned group of W keys finish last key first
-    (key i waits until key i + 1 has finished), so completion is certainly out of order and
-    the first W gets are certainly in flight together."""
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.batches: list[list[str]] = []
 
-    def __init__(self, keys: int, reverse_within: int = 1) -> None:
-        self.reverse_within = reverse_within
-        self.finished = [threading.Event() for _ in range(keys + 1)]
-        self.lock = threading.Lock()
-        self.changed = threading.Condition(self.lock)  # notified when a get starts
-        self.in_flight = 0
-        self.most_in_flight = 0
-        self.started: list[str] = []
-
-    def get(self, bucket: str, key: str) -> bytes:
-        with self.lock:
-            self.in_flight += 1
-            self.most_in_flight = max(self.most_in_flight, self.in_flight)
-            self.started.append(key)
+    def get_many(self, bucket: str, keys: list[str]) -> list[bytes]:
+        with self.changed:
+            self.batches.append(list(keys))
             self.changed.notify_all()
-        try:
-            if key == "missing":
-                raise KeyError(key)
-            index = int(key)
-            if (index + 1) % self.reverse_within:
-                assert self.finished[index + 1].wait(DEADLINE_S), f"key {index + 1} never finished"
-            return key.encode()
-        finally:
-            with self.lock:
-                self.in_flight -= 1
-            if key != "missing":
-                self.finished[int(key)].set()
+        if "missing" in keys:
+            raise KeyError("missing")
+        return [key.encode() for key in keys]
 
 
-def test_outputs_come_in_order_with_at_most_window_in_flight() -> None:
-    store = RecordingStore(40, reverse_within=8)
+def test_outputs_come_in_order_a_batch_per_call() -> None:
+    store = RecordingStore()
     keys = [str(i) for i in range(40)]
-    fetched = list(_fetch_in_order(cast(Any, store), "b", keys, window=8))
+    fetched = list(_fetch_in_order(cast(Any, store), "b", keys, batch=16))
     assert fetched == [k.encode() for k in keys]
-    assert store.most_in_flight == 8
+    assert store.batches == [keys[:16], keys[16:32], keys[32:]]
 
 
-def test_the_window_bounds_what_is_fetched_ahead_of_the_consumer() -> None:
-    store = RecordingStore(40)
-    outputs = _fetch_in_order(cast(Any, store), "b", [str(i) for i in range(40)], window=4)
+def test_no_more_than_the_next_batch_is_fetched_ahead_of_the_consumer() -> None:
+    store = RecordingStore()
+    outputs = _fetch_in_order(cast(Any, store), "b", [str(i) for i in range(40)], batch=4)
     assert next(outputs) == b"0"
-    # Suspended after handing over the first output, the generator has asked for exactly
-    # the window's 4 gets; wait until the pool has run them all, then check it ran no more.
+    # Suspended after handing over the first output, the generator has fetched the first
+    # batch and asked for the second; wait until that call has started, then check that
+    # nothing further was asked for.
     with store.changed:
-        started = store.changed.wait_for(lambda: len(store.started) >= 4, DEADLINE_S)
-    assert started, "the window's gets never started"
-    assert sorted(store.started, key=int) == ["0", "1", "2", "3"]
+        started = store.changed.wait_for(lambda: len(store.batches) >= 2, DEADLINE_S)
+    assert started, "the next batch was never asked for"
+    assert store.batches == [["0", "1", "2", "3"], ["4", "5", "6", "7"]]
     outputs.close()
 
 
-def test_a_failed_get_reaches_the_reducer() -> None:
-    store = RecordingStore(3)
+def test_a_failed_fetch_reaches_the_reducer() -> None:
+    store = RecordingStore()
     with pytest.raises(KeyError):
-        list(_fetch_in_order(cast(Any, store), "b", ["0", "missing", "2"], window=2))
+        list(_fetch_in_order(cast(Any, store), "b", ["0", "1", "missing", "3"], batch=2))

@@ -709,6 +709,48 @@ class PutInlineResponse(_message.Message):
 Global___PutInlineResponse: _TypeAlias = PutInlineResponse  # noqa: Y015
 
 @_typing.final
+class PutInlineManyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def objects(self) -> _containers.RepeatedCompositeFieldContainer[Global___PutInlineRequest]: ...
+    def __init__(
+        self,
+        *,
+        objects: _abc.Iterable[Global___PutInlineRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["objects", b"objects"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutInlineManyRequest: _TypeAlias = PutInlineManyRequest  # noqa: Y015
+
+@_typing.final
+class PutInlineManyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___PutInlineResponse]:
+        """In the order of the request's objects."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___PutInlineResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutInlineManyResponse: _TypeAlias = PutInlineManyResponse  # noqa: Y015
+
+@_typing.final
 class AbortPutRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -913,6 +955,48 @@ class LocateResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LocateResponse: _TypeAlias = LocateResponse  # noqa: Y015
+
+@_typing.final
+class LocateManyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def objects(self) -> _containers.RepeatedCompositeFieldContainer[Global___LocateRequest]: ...
+    def __init__(
+        self,
+        *,
+        objects: _abc.Iterable[Global___LocateRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["objects", b"objects"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LocateManyRequest: _TypeAlias = LocateManyRequest  # noqa: Y015
+
+@_typing.final
+class LocateManyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___LocateResponse]:
+        """In the order of the request's objects."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___LocateResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LocateManyResponse: _TypeAlias = LocateManyResponse  # noqa: Y015
 
 @_typing.final
 class HeadObjectRequest(_message.Message):

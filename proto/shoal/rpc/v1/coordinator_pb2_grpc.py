@@ -84,6 +84,11 @@ class CoordinatorStub:
                 request_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.PutInlineRequest.SerializeToString,
                 response_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.PutInlineResponse.FromString,
                 _registered_method=True)
+        self.PutInlineMany = channel.unary_unary(
+                '/shoal.rpc.v1.Coordinator/PutInlineMany',
+                request_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.PutInlineManyRequest.SerializeToString,
+                response_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.PutInlineManyResponse.FromString,
+                _registered_method=True)
         self.AbortPut = channel.unary_unary(
                 '/shoal.rpc.v1.Coordinator/AbortPut',
                 request_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.AbortPutRequest.SerializeToString,
@@ -98,6 +103,11 @@ class CoordinatorStub:
                 '/shoal.rpc.v1.Coordinator/Locate',
                 request_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.LocateRequest.SerializeToString,
                 response_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.LocateResponse.FromString,
+                _registered_method=True)
+        self.LocateMany = channel.unary_unary(
+                '/shoal.rpc.v1.Coordinator/LocateMany',
+                request_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.LocateManyRequest.SerializeToString,
+                response_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.LocateManyResponse.FromString,
                 _registered_method=True)
         self.HeadObject = channel.unary_unary(
                 '/shoal.rpc.v1.Coordinator/HeadObject',
@@ -220,6 +230,14 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutInlineMany(self, request, context):
+        """Several small objects in one call (at most 256), committed in one metadata transaction;
+        each is declined or accepted as by PutInline. Used for a map task's output partitions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AbortPut(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -237,6 +255,14 @@ class CoordinatorServicer:
 
     def Locate(self, request, context):
         """Reads and namespace.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LocateMany(self, request, context):
+        """Several Locates in one call (at most 256): a small object comes back whole, a striped one
+        as its first stripes' locations. Fails as a whole when one of them fails (say which).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -356,6 +382,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     request_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.PutInlineRequest.FromString,
                     response_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.PutInlineResponse.SerializeToString,
             ),
+            'PutInlineMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutInlineMany,
+                    request_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.PutInlineManyRequest.FromString,
+                    response_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.PutInlineManyResponse.SerializeToString,
+            ),
             'AbortPut': grpc.unary_unary_rpc_method_handler(
                     servicer.AbortPut,
                     request_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.AbortPutRequest.FromString,
@@ -370,6 +401,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.Locate,
                     request_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.LocateRequest.FromString,
                     response_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.LocateResponse.SerializeToString,
+            ),
+            'LocateMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.LocateMany,
+                    request_deserializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.LocateManyRequest.FromString,
+                    response_serializer=shoal_dot_rpc_dot_v1_dot_coordinator__pb2.LocateManyResponse.SerializeToString,
             ),
             'HeadObject': grpc.unary_unary_rpc_method_handler(
                     servicer.HeadObject,
@@ -703,6 +739,33 @@ class Coordinator:
             _registered_method=True)
 
     @staticmethod
+    def PutInlineMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.rpc.v1.Coordinator/PutInlineMany',
+            shoal_dot_rpc_dot_v1_dot_coordinator__pb2.PutInlineManyRequest.SerializeToString,
+            shoal_dot_rpc_dot_v1_dot_coordinator__pb2.PutInlineManyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def AbortPut(request,
             target,
             options=(),
@@ -773,6 +836,33 @@ class Coordinator:
             '/shoal.rpc.v1.Coordinator/Locate',
             shoal_dot_rpc_dot_v1_dot_coordinator__pb2.LocateRequest.SerializeToString,
             shoal_dot_rpc_dot_v1_dot_coordinator__pb2.LocateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LocateMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.rpc.v1.Coordinator/LocateMany',
+            shoal_dot_rpc_dot_v1_dot_coordinator__pb2.LocateManyRequest.SerializeToString,
+            shoal_dot_rpc_dot_v1_dot_coordinator__pb2.LocateManyResponse.FromString,
             options,
             channel_credentials,
             insecure,

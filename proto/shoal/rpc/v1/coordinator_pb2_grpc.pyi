@@ -48,6 +48,10 @@ class CoordinatorStub:
     manifests of every other object). Declined (accepted = false) above the coordinator's
     inline limit; the client then writes stripes as usual.
     """
+    PutInlineMany: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.PutInlineManyRequest, _coordinator_pb2.PutInlineManyResponse]
+    """Several small objects in one call (at most 256), committed in one metadata transaction;
+    each is declined or accepted as by PutInline. Used for a map task's output partitions.
+    """
     AbortPut: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.AbortPutRequest, _coordinator_pb2.AbortPutResponse]
     ComposeObject: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ComposeObjectRequest, _coordinator_pb2.ComposeObjectResponse]
     """Makes one new object whose stripes are the stripes of existing objects, in order, without
@@ -56,6 +60,10 @@ class CoordinatorStub:
     """
     Locate: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.LocateRequest, _coordinator_pb2.LocateResponse]
     """Reads and namespace."""
+    LocateMany: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.LocateManyRequest, _coordinator_pb2.LocateManyResponse]
+    """Several Locates in one call (at most 256): a small object comes back whole, a striped one
+    as its first stripes' locations. Fails as a whole when one of them fails (say which).
+    """
     HeadObject: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.HeadObjectRequest, _coordinator_pb2.HeadObjectResponse]
     DeleteObject: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.DeleteObjectRequest, _coordinator_pb2.DeleteObjectResponse]
     ListObjects: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ListObjectsRequest, _coordinator_pb2.ListObjectsResponse]
@@ -88,6 +96,10 @@ class CoordinatorAsyncStub(CoordinatorStub):
     manifests of every other object). Declined (accepted = false) above the coordinator's
     inline limit; the client then writes stripes as usual.
     """
+    PutInlineMany: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.PutInlineManyRequest, _coordinator_pb2.PutInlineManyResponse]  # type: ignore[assignment]
+    """Several small objects in one call (at most 256), committed in one metadata transaction;
+    each is declined or accepted as by PutInline. Used for a map task's output partitions.
+    """
     AbortPut: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.AbortPutRequest, _coordinator_pb2.AbortPutResponse]  # type: ignore[assignment]
     ComposeObject: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ComposeObjectRequest, _coordinator_pb2.ComposeObjectResponse]  # type: ignore[assignment]
     """Makes one new object whose stripes are the stripes of existing objects, in order, without
@@ -96,6 +108,10 @@ class CoordinatorAsyncStub(CoordinatorStub):
     """
     Locate: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.LocateRequest, _coordinator_pb2.LocateResponse]  # type: ignore[assignment]
     """Reads and namespace."""
+    LocateMany: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.LocateManyRequest, _coordinator_pb2.LocateManyResponse]  # type: ignore[assignment]
+    """Several Locates in one call (at most 256): a small object comes back whole, a striped one
+    as its first stripes' locations. Fails as a whole when one of them fails (say which).
+    """
     HeadObject: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.HeadObjectRequest, _coordinator_pb2.HeadObjectResponse]  # type: ignore[assignment]
     DeleteObject: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.DeleteObjectRequest, _coordinator_pb2.DeleteObjectResponse]  # type: ignore[assignment]
     ListObjects: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ListObjectsRequest, _coordinator_pb2.ListObjectsResponse]  # type: ignore[assignment]
@@ -187,6 +203,16 @@ class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def PutInlineMany(
+        self,
+        request: _coordinator_pb2.PutInlineManyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.PutInlineManyResponse, _abc.Awaitable[_coordinator_pb2.PutInlineManyResponse]]:
+        """Several small objects in one call (at most 256), committed in one metadata transaction;
+        each is declined or accepted as by PutInline. Used for a map task's output partitions.
+        """
+
+    @_abc_1.abstractmethod
     def AbortPut(
         self,
         request: _coordinator_pb2.AbortPutRequest,
@@ -211,6 +237,16 @@ class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_coordinator_pb2.LocateResponse, _abc.Awaitable[_coordinator_pb2.LocateResponse]]:
         """Reads and namespace."""
+
+    @_abc_1.abstractmethod
+    def LocateMany(
+        self,
+        request: _coordinator_pb2.LocateManyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.LocateManyResponse, _abc.Awaitable[_coordinator_pb2.LocateManyResponse]]:
+        """Several Locates in one call (at most 256): a small object comes back whole, a striped one
+        as its first stripes' locations. Fails as a whole when one of them fails (say which).
+        """
 
     @_abc_1.abstractmethod
     def HeadObject(
