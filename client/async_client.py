@@ -46,7 +46,7 @@ from shoal.common.auth import token_from_env
 from shoal.common.bytes_builder import BytesBuilder
 from shoal.common.channels import NodeChannels
 from shoal.common.erasure import check_redundancy
-from shoal.common.errors import ConfigError, ConnectionFailed, InvalidArgument
+from shoal.common.errors import ConfigError, ConnectionFailed, InvalidArgument, ShoalError
 from shoal.common.ids import is_valid_node_id
 from shoal.common.names import check_bucket_name, check_key, check_metadata
 from shoal.common.request_ids import operation
@@ -63,6 +63,8 @@ BUILD_IN_PLACE_MIN_BYTES = 1024 * 1024
 
 DEFAULT_COORDINATOR = "127.0.0.1:7000"
 LIST_PAGE = 1000
+# Striped objects a get_many reads at once (small ones come whole in the locate reply).
+GET_MANY_STRIPED_AT_ONCE = 4
 TLS_ENV = {"tls_cert": "SHOAL_TLS_CERT", "tls_key": "SHOAL_TLS_KEY", "tls_ca": "SHOAL_TLS_CA"}
 PathArg = str | os.PathLike[str] | None
 
@@ -301,6 +303,19 @@ class AsyncClient:
             )  # fmt: skip
             if inline.accepted:
                 return ObjectInfo.from_proto(inline.info)
+        return await self._put_striped(bucket, key, data, k, n, final_metadata, stripe_bytes)
+
+    async def _put_striped(
+        self,
+        bucket: str,
+        key: str,
+        data: PutData,
+        k: int | None,
+        n: int | None,
+        metadata: Callable[[], Mapping[str, str]],
+        stripe_bytes: int | None = None,
+    ) -> ObjectInfo:
+        """Store `data` as erasure-coded stripes (arguments already validated)."""
         source = StripeSource(data)
         try:
             begin = await self._call(
@@ -315,7 +330,7 @@ class AsyncClient:
                 channels=self._nodes,
                 call=self._call,
                 tuning=self.put_tuning,
-                metadata=final_metadata,
+                metadata=metadata,
             )
         finally:
             source.close()
@@ -372,8 +387,8 @@ class AsyncClient:
                 if result.accepted:
                     stored[key] = ObjectInfo.from_proto(result.info)
         for key, data in objects.items():
-            if key not in stored:
-                stored[key] = await self.put(bucket, key, data, k=k, n=n)
+            if key not in stored:  # large, or declined by the coordinator
+                stored[key] = await self._put_striped(bucket, key, data, k, n, dict)
         return {key: stored[key] for key in objects}
 
     @operation
@@ -463,8 +478,8 @@ class AsyncClient:
         """Return the bytes of several objects, in the order of `keys`.
 
         One call to the coordinator locates up to 256 of them and carries the small (inline)
-        ones whole; the others are then read as by `get`. Every result is held in memory:
-        read large objects with `get`, `stream` or `download`.
+        ones whole; the others are then read as by `get`, a few at once. Every result is held
+        in memory: read large objects with `get`, `stream` or `download`.
 
         Raises:
             NotFound (naming a missing key), InvalidArgument, Unavailable, ConnectionFailed.
@@ -481,16 +496,36 @@ class AsyncClient:
                 "LocateMany",
                 cpb.LocateManyRequest(
                     objects=[
-                        cpb.LocateRequest(bucket=bucket, key=key, max_stripes=256) for key in chunk
+                        cpb.LocateRequest(bucket=bucket, key=key, max_stripes=1) for key in chunk
                     ]
                 ),
             )
-            for located in reply.results:
-                if located.info.inline:
-                    results.append(bytes(located.inline_data))
-                else:
-                    results.append(await _read_bytes(self._object_reader(located), 0, None))
+            found: list[bytes | None] = []
+            for key, located in zip(chunk, reply.results, strict=True):
+                if located.info.key != key:
+                    raise ShoalError(f"get_many: the coordinator answered for {located.info.key!r}")
+                found.append(bytes(located.inline_data) if located.info.inline else None)
+            # Striped objects are located again as they are read, a few at once, so a long
+            # batch never reads from locations that have gone stale meanwhile.
+            striped = [i for i, data in enumerate(found) if data is None]
+            for i, data in zip(
+                striped,
+                await self._read_whole_objects(bucket, [chunk[i] for i in striped]),
+                strict=True,
+            ):
+                found[i] = data
+            results.extend(data for data in found if data is not None)
         return results
+
+    async def _read_whole_objects(self, bucket: str, keys: Sequence[str]) -> list[bytes]:
+        """The bytes of `keys`, each located afresh, GET_MANY_STRIPED_AT_ONCE at a time."""
+        limit = asyncio.Semaphore(GET_MANY_STRIPED_AT_ONCE)
+
+        async def read(key: str) -> bytes:
+            async with limit:
+                return await _read_bytes(await self._reader(bucket, key), 0, None)
+
+        return list(await asyncio.gather(*(read(key) for key in keys)))
 
     @operation
     async def download(self, bucket: str, key: str, path: str | os.PathLike[str]) -> ObjectInfo:

@@ -48,6 +48,8 @@ from shoal.rpc.v1 import coordinator_pb2 as cpb
 log = logging.getLogger(__name__)
 
 LOCATE_PAGE = 256
+# How long a node whose shard file could not be read in time is read through the node.
+LOCAL_SUSPEND_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -214,9 +216,15 @@ class ObjectReader:
             and shard.node_state != "down"
             and local.holds(shard.node_id)
         ):
-            own = await asyncio.to_thread(
-                local.read, shard.node_id, sid, shard.length, shard.checksum
-            )
+            try:
+                own = await asyncio.wait_for(
+                    asyncio.to_thread(local.read, shard.node_id, sid, shard.length, shard.checksum),
+                    self.tuning.shard_timeout_s,
+                )
+            except TimeoutError:
+                # A hung disk: ask the node this time, and for a while after.
+                local.suspend(shard.node_id, LOCAL_SUSPEND_S)
+                own = None
             if own is not None:
                 return memoryview(own)
         try:
@@ -250,13 +258,18 @@ class ObjectReader:
         may not have noticed yet, and asking them first would cost every stripe a failed
         attempt before its parity is fetched)."""
 
-        def rank(shard: common.ShardLocation) -> tuple[int, int]:
+        # With k = 1 every shard is a whole replica: one whose file is on this host is read
+        # without a transfer. (For k > 1 the data shards come first: they need no decode.)
+        local = self._local if self.info.k == 1 else None
+
+        def rank(shard: common.ShardLocation) -> tuple[int, int, int]:
             doubtful = (
                 shard.state != "ok"
                 or shard.node_state == "down"
                 or shard.address in self._unreachable
             )
-            return (1 if doubtful else 0, shard.shard_index)
+            remote = local is None or not local.holds(shard.node_id)
+            return (1 if doubtful else 0, 1 if remote else 0, shard.shard_index)
 
         return sorted(stripe.shards, key=rank)
 

@@ -13,11 +13,13 @@ data directories of the nodes on its host (`Client(local_node_dirs=...)`, a work
 - the file's header is sound and records the length the manifest gives, and the data matches
   the manifest's checksum.
 
-Anything else (no such file, no permission, a bad header, a checksum mismatch) falls back to
+Anything else (no such file, no permission, a bad header, a checksum mismatch, a read not
+done within the shard timeout, after which the node is asked for a while) falls back to
 asking the node, which then does what it always does: a corrupt file is quarantined there and
 reported, never returned. Shard files are immutable once renamed into place, so a read races
-at worst with a deletion, which the fallback covers. Short-circuit reads are off unless
-directories are given.
+at worst with a deletion, which the fallback covers. Reading the files bypasses the node's
+token and TLS checks: give a client only directories its user may read anyway. Short-circuit
+reads are off unless directories are given.
 """
 
 from __future__ import annotations
@@ -63,9 +65,12 @@ def parse_dirs(value: Iterable[PathArg] | PathArg | None) -> tuple[Path, ...]:
             ) from None
     dirs = []
     for item in items:
-        if not isinstance(item, str | os.PathLike) or not os.fspath(item):
+        if not isinstance(item, str | os.PathLike):
             raise InvalidArgument(f"local_node_dirs: {item!r} is not a directory path")
-        dirs.append(Path(item).expanduser())
+        text = os.fspath(item)
+        if not isinstance(text, str) or not text or "\0" in text:
+            raise InvalidArgument(f"local_node_dirs: {item!r} is not a directory path")
+        dirs.append(Path(text).expanduser())
     return tuple(dirs)
 
 
@@ -89,6 +94,7 @@ class LocalShardFiles:
         self._lock = threading.Lock()
         self._shards_dirs: dict[str, Path] = {}
         self._scanned_at: float | None = None
+        self._suspended: dict[str, float] = {}  # node id -> until (clock)
         self.hits = 0
         self.fallbacks = 0
 
@@ -117,8 +123,22 @@ class LocalShardFiles:
             return found
 
     def holds(self, node_id: str) -> bool:
-        """Whether node `node_id`'s data directory is one of ours."""
-        return bool(self.data_dirs) and self.shards_dir(node_id) is not None
+        """Whether node `node_id`'s data directory is one of ours (and not suspended)."""
+        if not self.data_dirs:
+            return False
+        with self._lock:
+            until = self._suspended.get(node_id)
+            if until is not None:
+                if self._clock() < until:
+                    return False
+                del self._suspended[node_id]
+        return self.shards_dir(node_id) is not None
+
+    def suspend(self, node_id: str, seconds: float) -> None:
+        """Read node `node_id`'s shards through the node for `seconds` (say, after a read of
+        its files hung past the shard timeout)."""
+        with self._lock:
+            self._suspended[node_id] = self._clock() + seconds
 
     def read(self, node_id: str, shard_id: str, length: int, checksum: bytes) -> bytes | None:
         """The shard's data read from its file, verified against the manifest's `length` and
@@ -139,7 +159,7 @@ class LocalShardFiles:
         try:
             path = shard_path(shards_dir, shard_id)
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except (OSError, ShoalError):
+        except (OSError, ValueError, ShoalError):
             return None
         try:
             header = os.pread(fd, HEADER_BYTES, 0)
@@ -147,9 +167,24 @@ class LocalShardFiles:
                 return None
             if HEADER.unpack(header)[3] != length:
                 return None
-            data = os.pread(fd, length, HEADER_BYTES)
+            return _pread_exactly(fd, length, HEADER_BYTES)
         except OSError:
             return None
         finally:
             os.close(fd)
-        return data if len(data) == length else None
+
+
+def _pread_exactly(fd: int, size: int, offset: int) -> bytes | None:
+    """`size` bytes at `offset` (one pread may return fewer); None if the file is shorter."""
+    data = os.pread(fd, size, offset)
+    if len(data) == size:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = os.pread(fd, size - got, offset + got)
+        if not more:
+            return None
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)

@@ -9,6 +9,8 @@ from shoal.common.erasure import MAX_SHARDS
 from shoal.common.errors import ConfigError
 from shoal.common.units import KiB, MiB
 
+MAX_INLINE_BYTES = 64 * KiB
+
 
 @dataclass(frozen=True)
 class CoordinatorConfig:
@@ -50,7 +52,8 @@ class CoordinatorConfig:
     inline_max_bytes: int = setting(
         16 * KiB,
         "objects up to this size are stored whole in the metadata database (one RPC, one "
-        "commit; as durable as the manifests) instead of as stripes; 0 turns this off",
+        "commit; as durable as the manifests) instead of as stripes; 0 turns this off, "
+        "64KiB at most",
         unit="bytes",
     )
     delete_grace: float = setting(
@@ -90,8 +93,9 @@ class CoordinatorConfig:
         "", "file holding the cluster token; when set, every RPC must carry it"
     )
     tls_cert: str = setting(
-        "", "PEM certificate this daemon presents (TLS is on when tls_cert, tls_key and tls_ca "
-        "are all set)"
+        "",
+        "PEM certificate this daemon presents (TLS is on when tls_cert, tls_key and tls_ca "
+        "are all set)",
     )
     tls_key: str = setting("", "PEM private key of tls_cert")
     tls_ca: str = setting(
@@ -125,5 +129,10 @@ class CoordinatorConfig:
             )
         if not 1 <= self.metadata_group_commit <= 4096:
             raise ConfigError("invalid value for 'metadata_group_commit': must be 1 to 4096")
+        if not 0 <= self.inline_max_bytes <= MAX_INLINE_BYTES:
+            raise ConfigError(
+                "invalid value for 'inline_max_bytes': must be between 0 and 64KiB (a batch of "
+                "256 inline objects must fit in one message)"
+            )
         if not 4 * KiB <= self.stripe_bytes <= 256 * MiB:
             raise ConfigError("invalid value for 'stripe_bytes': must be between 4KiB and 256MiB")

@@ -615,6 +615,7 @@ class MetadataStore:
         transaction (as durable as any manifest: synchronous=FULL)."""
         return self.commit_inline_many([(version, data)], delete_grace_s)[0]
 
+    @shares_commit
     def commit_inline_many(
         self, objects: list[tuple[VersionRow, bytes]], delete_grace_s: float
     ) -> list[VersionRow]:

@@ -61,6 +61,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
 MAX_PLACE_BATCH = 256
 MAX_MANY = 256  # objects per PutInlineMany or LocateMany call
+# Stripe locations per object in a LocateMany reply: 256 objects at n = 256 stay far below
+# the message limit, as do 256 inline objects of at most 64 KiB.
+MAX_MANY_STRIPES = 4
 MAX_LIST = 1000
 # Stripe sizes a put may ask for (BeginPutRequest.stripe_bytes).
 MIN_STRIPE_BYTES = 4 * 1024
@@ -346,13 +349,20 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         """Validate every request, then commit the accepted ones in one transaction; one reply
         per request, in order (accepted=False above the inline limit)."""
         chosen: list[tuple[int, VersionRow, bytes]] = []
+        buckets: dict[str, BucketRow] = {}
+        seen: set[tuple[str, str]] = set()
         for position, request in enumerate(requests):
             check_bucket_name(request.bucket)
             check_key(request.key)
+            if (request.bucket, request.key) in seen:
+                raise InvalidArgument(f"key {request.key!r} appears twice in one call")
+            seen.add((request.bucket, request.key))
             if len(request.data) > self.config.inline_max_bytes:
                 continue
             metadata = check_metadata(dict(request.metadata))
-            bucket = await self.db(self.store.bucket, request.bucket)
+            bucket = buckets.get(request.bucket)
+            if bucket is None:
+                bucket = buckets[request.bucket] = await self.db(self.store.bucket, request.bucket)
             k, n, quorum = self._redundancy(
                 request.k or bucket.k,
                 request.n or bucket.n,
@@ -602,6 +612,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     ) -> pb.LocateManyResponse:
         if len(request.objects) > MAX_MANY:
             raise InvalidArgument(f"at most {MAX_MANY} objects per call")
+        for item in request.objects:
+            if not 1 <= item.max_stripes <= MAX_MANY_STRIPES:
+                raise InvalidArgument(
+                    f"LocateMany: max_stripes must be 1..{MAX_MANY_STRIPES} per object "
+                    "(a reader pages through the rest with Locate)"
+                )
         return pb.LocateManyResponse(results=[await self._locate(r) for r in request.objects])
 
     async def _locate(self, request: pb.LocateRequest) -> pb.LocateResponse:

@@ -43,7 +43,9 @@ if TYPE_CHECKING:
     from shoal.common.transport import Transport
 
 PROGRESS_EVERY_S = 0.1
+REDUCE_FETCH_FIRST = 4
 REDUCE_FETCH_BATCH = 16
+REDUCE_FETCH_BYTES = 32 * 1024 * 1024
 PR_SET_PDEATHSIG = 1
 COORDINATOR_OUTAGE_S = 60.0
 MAX_STDERR = 64 * 1024
@@ -247,27 +249,39 @@ def run_map(program: dict[str, Any], task: dict[str, Any]) -> tuple[bytes, list[
 
 
 def _fetch_in_order(
-    client: _RetryingClient, bucket: str, keys: list[str], batch: int = REDUCE_FETCH_BATCH
+    client: _RetryingClient,
+    bucket: str,
+    keys: list[str],
+    batch: int = REDUCE_FETCH_BATCH,
+    budget: int = REDUCE_FETCH_BYTES,
+    first: int = REDUCE_FETCH_FIRST,
 ) -> Iterator[bytes]:
-    """The objects `keys`, in order, fetched `batch` at a time with the next batch in flight
-    while the caller works through the current one: a reducer's map outputs are small, so
-    fetching them one by one would leave it waiting on a coordinator round trip per map task,
-    and one `get_many` carries a batch of small ones whole. At most two batches are held."""
-    batches = [keys[i : i + batch] for i in range(0, len(keys), batch)]
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reduce-fetch") as pool:
-        pending: Future[list[bytes]] | None = None
-        try:
-            for index in range(len(batches)):
-                current = pending.result() if pending else client.get_many(bucket, batches[0])
-                pending = (
-                    pool.submit(client.get_many, bucket, batches[index + 1])
-                    if index + 1 < len(batches)
-                    else None
-                )
-                yield from current
-        finally:
-            if pending is not None:
-                pending.cancel()
+    """The objects `keys`, in order, fetched a batch per `get_many` call with the next batch
+    in flight while the caller works through the current one: a reducer's map outputs are
+    often small, and fetching them one by one would leave it waiting on a coordinator round
+    trip per map task. The first batch has `first` keys; later ones up to `batch`, fewer when
+    outputs prove large (a batch is sized to hold about `budget` bytes judged by the largest
+    output seen so far). At most two batches are held."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reduce-fetch")
+    position = 0
+    largest = 0
+
+    def request(size: int) -> Future[list[bytes]] | None:
+        nonlocal position
+        chunk = keys[position : position + size]
+        position += len(chunk)
+        return pool.submit(client.get_many, bucket, chunk) if chunk else None
+
+    try:
+        pending = request(first)
+        while pending is not None:
+            current = pending.result()
+            largest = max(largest, *(len(blob) for blob in current))
+            pending = request(max(1, min(batch, budget // max(largest, 1))))
+            yield from current
+    finally:
+        # A fetch still running finishes in its thread; nothing waits for it here.
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def run_reduce(program: dict[str, Any], task: dict[str, Any]) -> bytes:

@@ -76,12 +76,18 @@ class WorkerConfig:
         if self.memory < 0:
             raise ConfigError("invalid value for 'memory': must be >= 0")
         for path in self.local_node_dir_list:
-            if not os.path.isdir(path):
+            # A directory that does not exist yet is allowed (its node may start later: the
+            # worker logs it); a path that is something else is a mistake.
+            if "\0" in path or (os.path.exists(path) and not os.path.isdir(path)):
                 raise ConfigError(
                     f"invalid value for 'local_node_dirs': {path!r} is not a directory"
                 )
 
     @property
     def local_node_dir_list(self) -> tuple[str, ...]:
-        """`local_node_dirs` as a tuple of paths."""
-        return tuple(part.strip() for part in self.local_node_dirs.split(",") if part.strip())
+        """`local_node_dirs` as a tuple of paths (`~` expanded)."""
+        return tuple(
+            os.path.expanduser(part.strip())
+            for part in self.local_node_dirs.split(",")
+            if part.strip()
+        )

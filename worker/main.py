@@ -553,8 +553,20 @@ async def serve_health(
     return server, health, f"{config.health_listen.rsplit(':', 1)[0]}:{port}"
 
 
+def warn_missing_local_dirs(config: WorkerConfig) -> None:
+    """Log each `local_node_dirs` entry that is not there (yet): its node may start later."""
+    for path in config.local_node_dir_list:
+        if not os.path.isdir(path):
+            log.warning(
+                "local node directory does not exist (yet); its shards are read through the "
+                "node until it does",
+                extra={"path": path},
+            )
+
+
 async def serve(config: WorkerConfig, shutdown: asyncio.Event) -> None:
     """Run the worker until `shutdown`, then let running tasks finish (up to the grace)."""
+    warn_missing_local_dirs(config)
     worker = Worker(config)
     metrics_address = serve_metrics(config.metrics_listen, "worker")
     worker_metrics.install(config.slots, lambda: worker.busy_slots, lambda: len(worker.running))

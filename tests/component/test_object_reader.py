@@ -15,16 +15,18 @@ import grpc.aio
 import pytest
 
 from shoal.client.get import GetTuning, ObjectReader, UnreachableNodes
+from shoal.client.local_reads import LocalShardFiles
 from shoal.common.channels import NodeChannels
 from shoal.common.checksum import shard_checksum
 from shoal.common.erasure import StripeCodec
+from shoal.common.errors import Unavailable
 from shoal.common.rpc import SERVER_OPTIONS
 from shoal.common.shard_transfer import put_shard
 from shoal.rpc.v1 import common_pb2 as common
 from shoal.rpc.v1 import coordinator_pb2 as cpb
 from shoal.rpc.v1 import storage_pb2 as spb
 from shoal.storage_node.service import StorageNodeServicer, add_storage_node_servicer
-from shoal.storage_node.shard_store import ShardStore
+from shoal.storage_node.shard_store import ShardMeta, ShardStore
 
 VERSION = "7f" * 16
 STRIPE = 4096
@@ -65,6 +67,7 @@ class Cluster:
     addresses: list[str]
     interceptors: list[Refusing]
     channels: NodeChannels
+    data_dirs: list[Path]
 
 
 @pytest.fixture
@@ -82,7 +85,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         interceptors.append(interceptor)
     channels = NodeChannels()
     try:
-        yield Cluster(addresses, interceptors, channels)
+        yield Cluster(addresses, interceptors, channels, [tmp_path / f"node-{i}" for i in range(N)])
     finally:
         await channels.close()
         for server in servers:
@@ -125,10 +128,20 @@ async def no_coordinator(method: str, request: object) -> object:
 
 
 def reader_for(
-    cluster: Cluster, located: cpb.LocateResponse, unreachable: UnreachableNodes | None = None
+    cluster: Cluster,
+    located: cpb.LocateResponse,
+    unreachable: UnreachableNodes | None = None,
+    local: LocalShardFiles | None = None,
 ) -> ObjectReader:
     tuning = GetTuning(readahead_stripes=1, shard_timeout_s=5.0)
-    return ObjectReader(located, cluster.channels, no_coordinator, tuning, unreachable)
+    return ObjectReader(located, cluster.channels, no_coordinator, tuning, unreachable, local)
+
+
+def local_files(cluster: Cluster) -> LocalShardFiles:
+    """Short-circuit access to every node's files (node ids here are the addresses)."""
+    for data_dir, address in zip(cluster.data_dirs, cluster.addresses, strict=True):
+        (data_dir / "node_id").write_text(address + "\n")
+    return LocalShardFiles(cluster.data_dirs)
 
 
 @pytest.mark.parametrize(
@@ -196,3 +209,55 @@ def test_unreachable_nodes_are_forgotten_after_a_while_or_a_success() -> None:
     assert "10.0.0.1:7100" in nodes
     now[0] = 110.0
     assert "10.0.0.1:7100" not in nodes
+
+
+async def test_short_circuit_reads_need_no_node(cluster: Cluster) -> None:
+    data = random.Random(4).randbytes(2 * STRIPE)
+    local = local_files(cluster)
+    reader = reader_for(cluster, await store_object(cluster, data), local=local)
+    for interceptor in cluster.interceptors:
+        interceptor.refuse = True  # every node refuses GetShard
+    assert b"".join([s async for s in reader.stripes(0, 1)]) == data
+    assert (local.hits, local.fallbacks) == (2 * K, 0)
+    assert all(interceptor.asked == [] for interceptor in cluster.interceptors)
+
+
+@pytest.mark.parametrize("doubt", ["node down", "shard corrupt"])
+async def test_a_doubtful_shard_is_never_read_from_its_file(cluster: Cluster, doubt: str) -> None:
+    data = random.Random(5).randbytes(STRIPE)
+    located = await store_object(cluster, data)
+    # Shards 1-3 are healthy; data shard 0 and both parity shards are in doubt. Their files
+    # are intact, but the coordinator says their node is down (or the shard corrupt), and
+    # every node refuses: only 3 of the k = 4 shards may be had.
+    for shard in located.stripes[0].shards:
+        if shard.shard_index in (0, 4, 5):
+            if doubt == "node down":
+                shard.node_state = "down"
+            else:
+                shard.state = "corrupt"
+    local = local_files(cluster)
+    reader = reader_for(cluster, located, local=local)
+    for interceptor in cluster.interceptors:
+        interceptor.refuse = True
+    with pytest.raises(Unavailable, match="have 3/6 shards, need 4"):
+        await reader.read_stripe(located.stripes[0])
+    assert (local.hits, local.fallbacks) == (3, 0)
+
+
+async def test_with_k_1_a_replica_on_this_host_is_read_first(cluster: Cluster) -> None:
+    data = random.Random(6).randbytes(STRIPE)
+    located = await store_object(cluster, data)
+    located.info.k = 1  # every shard a whole replica, as for map outputs
+    for shard in located.stripes[0].shards:
+        shard.length = len(data)
+        shard.checksum = shard_checksum(data)
+    # Only the node holding shard 3 has its directory on "this host".
+    holder = cluster.data_dirs[3]
+    (holder / "node_id").write_text(cluster.addresses[3] + "\n")
+    sid = f"{VERSION}.0.3"
+    ShardStore(holder).write(ShardMeta(sid, len(data), shard_checksum(data)), data)
+    local = LocalShardFiles([holder])
+    reader = ObjectReader(located, cluster.channels, no_coordinator, GetTuning(), None, local)
+    assert [s.shard_index for s in reader._candidates(located.stripes[0])][:2] == [3, 0]
+    assert b"".join(await reader.read_stripe_views(located.stripes[0])) == data
+    assert local.hits == 1

@@ -4,7 +4,9 @@ together and carried whole, large ones stored and read as by put and get."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
+from collections.abc import Callable
 
 import grpc
 import grpc.aio
@@ -17,7 +19,8 @@ from shoal.common.errors import InvalidArgument, NotFound
 from shoal.common.rpc import insecure_channel
 from shoal.rpc.v1 import coordinator_pb2 as pb
 from shoal.rpc.v1 import coordinator_pb2_grpc as pb_grpc
-from tests.harness.cluster import unique
+from tests.harness.cluster import TEST_SETTINGS, unique
+from tests.integration.test_metrics import Scrape
 
 
 def test_small_and_large_objects_round_trip_in_order(client: Client, bucket: str) -> None:
@@ -75,8 +78,63 @@ def test_bad_input_is_refused_before_anything_is_stored(client: Client, bucket: 
         client.put_many(unique("nobucket"), {"a": b"x"})
 
 
+def test_batches_go_in_one_call_each(make_cluster: Callable[..., LocalCluster]) -> None:
+    cluster = make_cluster(3, dataclasses.replace(TEST_SETTINGS, metrics=True))
+    assert cluster.coordinator is not None
+    coordinator = cluster.coordinator
+
+    def calls(method: str) -> float:
+        return Scrape(coordinator).value(
+            "shoal_rpc_requests_total", service="shoal.rpc.v1.Coordinator", method=method
+        )
+
+    objects = {f"k{i}": os.urandom(100 + i) for i in range(10)}
+    with Client(cluster.address) as client:
+        client.create_bucket("many", 2, 3)
+        before = {m: calls(m) for m in ("PutInline", "PutInlineMany", "Locate", "LocateMany")}
+        client.put_many("many", objects)
+        assert client.get_many("many", list(objects)) == list(objects.values())
+        after = {m: calls(m) for m in before}
+    assert {m: after[m] - before[m] for m in before} == {
+        "PutInline": 0, "PutInlineMany": 1, "Locate": 0, "LocateMany": 1,
+    }  # fmt: skip
+
+
+def test_a_raw_batch_keeps_order_and_refuses_what_is_wrong_as_a_whole(
+    cluster: LocalCluster, client: Client, bucket: str
+) -> None:
+    def item(key: str, data: bytes = b"x") -> pb.PutInlineRequest:
+        return pb.PutInlineRequest(bucket=bucket, key=key, data=data)
+
+    async def call(items: list[pb.PutInlineRequest]) -> pb.PutInlineManyResponse | grpc.StatusCode:
+        channel = insecure_channel(cluster.address)
+        try:
+            stub = pb_grpc.CoordinatorStub(channel)
+            try:
+                reply: pb.PutInlineManyResponse = await stub.PutInlineMany(
+                    pb.PutInlineManyRequest(objects=items), timeout=10
+                )
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+            return reply
+        finally:
+            await channel.close()
+
+    # Declined above the inline limit, in place; the others stored.
+    reply = asyncio.run(call([item("a"), item("big", bytes(INLINE_MAX_BYTES + 1)), item("c")]))
+    assert isinstance(reply, pb.PutInlineManyResponse)
+    assert [r.accepted for r in reply.results] == [True, False, True]
+    assert [r.info.key for r in reply.results] == ["a", "", "c"]
+    # A key twice, a bad key, a missing bucket: refused whole, nothing stored.
+    assert asyncio.run(call([item("d"), item("d")])) == grpc.StatusCode.INVALID_ARGUMENT
+    assert asyncio.run(call([item("e"), item("")])) == grpc.StatusCode.INVALID_ARGUMENT
+    missing = pb.PutInlineRequest(bucket=unique("nobucket"), key="f", data=b"x")
+    assert asyncio.run(call([item("f"), missing])) == grpc.StatusCode.NOT_FOUND
+    assert [o.key for o in client.list(bucket)] == ["a", "c"]
+
+
 def test_the_coordinator_refuses_oversized_batches(cluster: LocalCluster, bucket: str) -> None:
-    async def probe() -> tuple[grpc.StatusCode, grpc.StatusCode]:
+    async def probe() -> tuple[grpc.StatusCode, ...]:
         channel = insecure_channel(cluster.address)
         try:
             stub = pb_grpc.CoordinatorStub(channel)
@@ -95,7 +153,7 @@ def test_the_coordinator_refuses_oversized_batches(cluster: LocalCluster, bucket
                     stub.LocateMany,
                     pb.LocateManyRequest(
                         objects=[
-                            pb.LocateRequest(bucket=bucket, key=f"k{i}")
+                            pb.LocateRequest(bucket=bucket, key=f"k{i}", max_stripes=1)
                             for i in range(MANY_PER_CALL + 1)
                         ]
                     ),
@@ -104,8 +162,20 @@ def test_the_coordinator_refuses_oversized_batches(cluster: LocalCluster, bucket
                 with pytest.raises(grpc.aio.AioRpcError) as failed:
                     await call(request, timeout=10)  # type: ignore[operator]
                 codes.append(failed.value.code())
-            return codes[0], codes[1]
+            # A whole object's stripe locations are paged with Locate, not carried here.
+            for max_stripes in (0, 5):
+                with pytest.raises(grpc.aio.AioRpcError) as failed:
+                    await stub.LocateMany(
+                        pb.LocateManyRequest(
+                            objects=[
+                                pb.LocateRequest(bucket=bucket, key="k", max_stripes=max_stripes)
+                            ]
+                        ),
+                        timeout=10,
+                    )
+                codes.append(failed.value.code())
+            return codes[0], codes[1], codes[2], codes[3]
         finally:
             await channel.close()
 
-    assert asyncio.run(probe()) == (grpc.StatusCode.INVALID_ARGUMENT,) * 2
+    assert asyncio.run(probe()) == (grpc.StatusCode.INVALID_ARGUMENT,) * 4

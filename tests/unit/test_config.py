@@ -409,13 +409,15 @@ def test_help_exits_0_and_lists_env_vars(module: str, cls: type) -> None:
         assert "--" + field.name.replace("_", "-") in result.stdout
 
 
-def test_worker_local_node_dirs_must_be_directories(tmp_path: Path) -> None:
+def test_worker_local_node_dirs_are_directories_or_not_there_yet(tmp_path: Path) -> None:
     from shoal.worker.config import WorkerConfig
 
     (tmp_path / "node-1").mkdir()
-    config = resolve(WorkerConfig, file_values={"local_node_dirs": f"{tmp_path}/node-1, "})
-    assert config.local_node_dir_list == (f"{tmp_path}/node-1",)
-    with pytest.raises(ConfigError, match=r"local_node_dirs.*node-2.*not a directory"):
-        resolve(
-            WorkerConfig, file_values={"local_node_dirs": f"{tmp_path}/node-1,{tmp_path}/node-2"}
-        )
+    (tmp_path / "a-file").write_text("x")
+    dirs = f"{tmp_path}/node-1, {tmp_path}/node-2,"  # node-2 may start later
+    config = resolve(WorkerConfig, file_values={"local_node_dirs": dirs})
+    assert config.local_node_dir_list == (f"{tmp_path}/node-1", f"{tmp_path}/node-2")
+    home = resolve(WorkerConfig, file_values={"local_node_dirs": "~/node-3"})
+    assert home.local_node_dir_list == (os.path.expanduser("~/node-3"),)
+    with pytest.raises(ConfigError, match=r"local_node_dirs.*a-file.*not a directory"):
+        resolve(WorkerConfig, file_values={"local_node_dirs": f"{tmp_path}/a-file"})

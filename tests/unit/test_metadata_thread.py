@@ -187,6 +187,46 @@ async def test_calls_queued_while_busy_share_one_commit(
     assert after[1] - before[1] == 11
 
 
+async def test_batched_inline_puts_share_the_commit_of_other_calls(
+    store: MetadataStore, tmp_path: Path
+) -> None:
+    # PutInline and PutInlineMany both commit through commit_inline_many.
+    async with busy_thread(store, max_batch=64) as (thread, release):
+        statements = StatementLog(store)
+        batches = [
+            asyncio.create_task(
+                thread.call(
+                    store.commit_inline_many,
+                    [(pending(f"b{i}-{j}"), b"x") for j in range(3)],
+                    0.0,
+                )
+            )
+            for i in range(4)
+        ]
+        single = asyncio.create_task(thread.call(store.commit_inline, pending("one"), b"x", 0.0))
+        missing = asyncio.create_task(
+            thread.call(
+                store.commit_inline_many,
+                [(pending("m1"), b"x"), (pending("m2", bucket="missing"), b"x")],
+                0.0,
+            )
+        )
+        await queued(thread, 6)
+        release.set()
+        rows = await asyncio.gather(*batches)
+        await single
+        with pytest.raises(NotFound):
+            await missing
+    assert [[row.key for row in batch] for batch in rows] == [
+        [f"b{i}-{j}" for j in range(3)] for i in range(4)
+    ]
+    # The failed batch keeps nothing, not even its first object; the others share one commit.
+    assert committed_keys(tmp_path / "meta.db") == {
+        f"b{i}-{j}" for i in range(4) for j in range(3)
+    } | {"one"}
+    assert statements.count("COMMIT") == 1, "six queued calls should take one commit"
+
+
 async def test_group_commit_of_one_commits_every_call_alone(
     store: MetadataStore, tmp_path: Path
 ) -> None:

@@ -231,8 +231,9 @@ class CoordinatorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PutInlineMany(self, request, context):
-        """Several small objects in one call (at most 256), committed in one metadata transaction;
-        each is declined or accepted as by PutInline. Used for a map task's output partitions.
+        """Several small objects in one call (at most 256, no key twice), committed in one metadata
+        transaction; each is declined or accepted as by PutInline. Used for a map task's output
+        partitions.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -261,8 +262,9 @@ class CoordinatorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def LocateMany(self, request, context):
-        """Several Locates in one call (at most 256): a small object comes back whole, a striped one
-        as its first stripes' locations. Fails as a whole when one of them fails (say which).
+        """Several Locates in one call (at most 256, each with max_stripes 1 to 4): a small object
+        comes back whole, a striped one as its first stripes' locations. Fails as a whole when
+        one of them fails (saying which).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

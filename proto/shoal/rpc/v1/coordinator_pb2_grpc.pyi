@@ -49,8 +49,9 @@ class CoordinatorStub:
     inline limit; the client then writes stripes as usual.
     """
     PutInlineMany: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.PutInlineManyRequest, _coordinator_pb2.PutInlineManyResponse]
-    """Several small objects in one call (at most 256), committed in one metadata transaction;
-    each is declined or accepted as by PutInline. Used for a map task's output partitions.
+    """Several small objects in one call (at most 256, no key twice), committed in one metadata
+    transaction; each is declined or accepted as by PutInline. Used for a map task's output
+    partitions.
     """
     AbortPut: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.AbortPutRequest, _coordinator_pb2.AbortPutResponse]
     ComposeObject: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ComposeObjectRequest, _coordinator_pb2.ComposeObjectResponse]
@@ -61,8 +62,9 @@ class CoordinatorStub:
     Locate: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.LocateRequest, _coordinator_pb2.LocateResponse]
     """Reads and namespace."""
     LocateMany: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.LocateManyRequest, _coordinator_pb2.LocateManyResponse]
-    """Several Locates in one call (at most 256): a small object comes back whole, a striped one
-    as its first stripes' locations. Fails as a whole when one of them fails (say which).
+    """Several Locates in one call (at most 256, each with max_stripes 1 to 4): a small object
+    comes back whole, a striped one as its first stripes' locations. Fails as a whole when
+    one of them fails (saying which).
     """
     HeadObject: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.HeadObjectRequest, _coordinator_pb2.HeadObjectResponse]
     DeleteObject: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.DeleteObjectRequest, _coordinator_pb2.DeleteObjectResponse]
@@ -97,8 +99,9 @@ class CoordinatorAsyncStub(CoordinatorStub):
     inline limit; the client then writes stripes as usual.
     """
     PutInlineMany: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.PutInlineManyRequest, _coordinator_pb2.PutInlineManyResponse]  # type: ignore[assignment]
-    """Several small objects in one call (at most 256), committed in one metadata transaction;
-    each is declined or accepted as by PutInline. Used for a map task's output partitions.
+    """Several small objects in one call (at most 256, no key twice), committed in one metadata
+    transaction; each is declined or accepted as by PutInline. Used for a map task's output
+    partitions.
     """
     AbortPut: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.AbortPutRequest, _coordinator_pb2.AbortPutResponse]  # type: ignore[assignment]
     ComposeObject: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ComposeObjectRequest, _coordinator_pb2.ComposeObjectResponse]  # type: ignore[assignment]
@@ -109,8 +112,9 @@ class CoordinatorAsyncStub(CoordinatorStub):
     Locate: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.LocateRequest, _coordinator_pb2.LocateResponse]  # type: ignore[assignment]
     """Reads and namespace."""
     LocateMany: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.LocateManyRequest, _coordinator_pb2.LocateManyResponse]  # type: ignore[assignment]
-    """Several Locates in one call (at most 256): a small object comes back whole, a striped one
-    as its first stripes' locations. Fails as a whole when one of them fails (say which).
+    """Several Locates in one call (at most 256, each with max_stripes 1 to 4): a small object
+    comes back whole, a striped one as its first stripes' locations. Fails as a whole when
+    one of them fails (saying which).
     """
     HeadObject: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.HeadObjectRequest, _coordinator_pb2.HeadObjectResponse]  # type: ignore[assignment]
     DeleteObject: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.DeleteObjectRequest, _coordinator_pb2.DeleteObjectResponse]  # type: ignore[assignment]
@@ -208,8 +212,9 @@ class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
         request: _coordinator_pb2.PutInlineManyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_coordinator_pb2.PutInlineManyResponse, _abc.Awaitable[_coordinator_pb2.PutInlineManyResponse]]:
-        """Several small objects in one call (at most 256), committed in one metadata transaction;
-        each is declined or accepted as by PutInline. Used for a map task's output partitions.
+        """Several small objects in one call (at most 256, no key twice), committed in one metadata
+        transaction; each is declined or accepted as by PutInline. Used for a map task's output
+        partitions.
         """
 
     @_abc_1.abstractmethod
@@ -244,8 +249,9 @@ class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
         request: _coordinator_pb2.LocateManyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_coordinator_pb2.LocateManyResponse, _abc.Awaitable[_coordinator_pb2.LocateManyResponse]]:
-        """Several Locates in one call (at most 256): a small object comes back whole, a striped one
-        as its first stripes' locations. Fails as a whole when one of them fails (say which).
+        """Several Locates in one call (at most 256, each with max_stripes 1 to 4): a small object
+        comes back whole, a striped one as its first stripes' locations. Fails as a whole when
+        one of them fails (saying which).
         """
 
     @_abc_1.abstractmethod
