@@ -37,6 +37,7 @@ from shoal.common.shard_file import (
     NODE_ID_FILE,
     SHARDS_DIR,
     header_problem,
+    pread_exactly,
     shard_path,
 )
 from shoal.common.shard_transfer import verify
@@ -167,24 +168,9 @@ class LocalShardFiles:
                 return None
             if HEADER.unpack(header)[3] != length:
                 return None
-            return _pread_exactly(fd, length, HEADER_BYTES)
+            data = pread_exactly(fd, length, HEADER_BYTES)
         except OSError:
             return None
         finally:
             os.close(fd)
-
-
-def _pread_exactly(fd: int, size: int, offset: int) -> bytes | None:
-    """`size` bytes at `offset` (one pread may return fewer); None if the file is shorter."""
-    data = os.pread(fd, size, offset)
-    if len(data) == size:
-        return data
-    parts = [data]
-    got = len(data)
-    while got < size:
-        more = os.pread(fd, size - got, offset + got)
-        if not more:
-            return None
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
+        return data if len(data) == length else None

@@ -8,6 +8,7 @@ data length, xxh3-128 checksum of the data) followed by the data.
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -37,3 +38,20 @@ def header_problem(header: bytes, file_size: int) -> str:
     if file_size - HEADER_BYTES != length:
         return f"length {file_size - HEADER_BYTES} differs from recorded {length}"
     return ""
+
+
+def pread_exactly(fd: int, size: int, offset: int) -> bytes:
+    """`size` bytes at `offset` (one pread may return fewer), fewer only at the end of the
+    file."""
+    data = os.pread(fd, size, offset)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = os.pread(fd, size - got, offset + got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)

@@ -637,6 +637,11 @@ class MetadataStore:
             dataclasses.astuple(row)[:14],
         )
         db.execute("INSERT INTO inline_objects VALUES (?, ?)", (row.version_id, data))
+        self._make_current(db, row, delete_grace_s)
+        return row
+
+    def _make_current(self, db: sqlite3.Connection, row: VersionRow, delete_grace_s: float) -> None:
+        """Make `row` the visible version of its key; the one it replaces is retired."""
         old = db.execute(
             "SELECT version_id FROM objects WHERE bucket = ? AND key = ?",
             (row.bucket, row.key),
@@ -647,7 +652,6 @@ class MetadataStore:
         )
         if old is not None:
             self._retire(db, old[0], time.time() + delete_grace_s)
-        return row
 
     def inline_data(self, version_id: str) -> bytes:
         """The bytes of an inline object."""
@@ -782,16 +786,7 @@ class MetadataStore:
                 version.version_id,
             ),
         )
-        old = db.execute(
-            "SELECT version_id FROM objects WHERE bucket = ? AND key = ?",
-            (version.bucket, version.key),
-        ).fetchone()
-        db.execute(
-            "INSERT OR REPLACE INTO objects VALUES (?, ?, ?)",
-            (version.bucket, version.key, version.version_id),
-        )
-        if old is not None:
-            self._retire(db, old[0], time.time() + delete_grace_s)
+        self._make_current(db, version, delete_grace_s)
         db.execute("UPDATE stripes SET committed = 1 WHERE version_id = ?", (version.version_id,))
 
     # Compose -------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from shoal.common.shard_file import (
     MAGIC,
     SHARDS_DIR,
     header_problem,
+    pread_exactly,
     shard_path,
 )
 
@@ -304,7 +305,7 @@ class ShardReader:
         with self._fd.use() as fd:
             if fd is None:
                 raise NotFound(f"shard {self.meta.shard_id}: reader closed")
-            data = _pread_exactly(fd, size, HEADER_BYTES + self.position)
+            data = pread_exactly(fd, size, HEADER_BYTES + self.position)
         self.position += len(data)
         if len(data) < size:
             self._fail(f"length {self.position} differs from recorded {self.meta.length}")
@@ -327,22 +328,6 @@ class ShardReader:
     def close(self) -> None:
         """Close the file (safe twice, and while a read runs in another thread)."""
         self._fd.close()
-
-
-def _pread_exactly(fd: int, size: int, offset: int) -> bytes:
-    """`size` bytes at `offset`, fewer only at the end of the file."""
-    data = os.pread(fd, size, offset)
-    if len(data) == size or not data:
-        return data
-    parts = [data]
-    got = len(data)
-    while got < size:
-        more = os.pread(fd, size - got, offset + got)
-        if not more:
-            break
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
 
 
 class ShardStore:

@@ -457,7 +457,7 @@ def test_close_during_a_read_waits_for_it(
     store.write(meta_for(sid(), data), data)
     reader = store.open_reader(sid())
     inside, release = threading.Event(), threading.Event()
-    real = shard_store._pread_exactly
+    real = shard_store.pread_exactly
     seen: list[int] = []
 
     def slow_pread(fd: int, size: int, offset: int) -> bytes:
@@ -466,7 +466,7 @@ def test_close_during_a_read_waits_for_it(
         assert release.wait(10)
         return real(fd, size, offset)
 
-    monkeypatch.setattr(shard_store, "_pread_exactly", slow_pread)
+    monkeypatch.setattr(shard_store, "pread_exactly", slow_pread)
     got: list[bytes] = []
     thread = threading.Thread(target=lambda: got.append(reader.read(5000)))
     thread.start()

@@ -8,6 +8,7 @@ import dataclasses
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import cloudpickle
 import pytest
@@ -35,6 +36,17 @@ def node_dirs(cluster: LocalCluster) -> list[str]:
     return [daemon.data_dir for daemon in cluster.nodes.values()]
 
 
+def one_stripe_object(
+    cluster: LocalCluster, client: Client
+) -> tuple[str, bytes, dict[int, tuple[str, Path]]]:
+    """(bucket, data, shard index -> (node, file)) of a new one-stripe object "obj" at (4, 6)."""
+    bucket = unique("sc")
+    data = os.urandom(STRIPE)
+    client.create_bucket(bucket, 4, 6)
+    client.put(bucket, "obj", data)
+    return bucket, data, shard_files(cluster, client, bucket, "obj", 0)
+
+
 def test_a_client_with_the_node_dirs_reads_the_shard_files(
     cluster: LocalCluster, bucket: str
 ) -> None:
@@ -55,12 +67,8 @@ def test_a_corrupt_file_is_asked_of_its_node_which_quarantines_it(
     make_cluster: Callable[..., LocalCluster],
 ) -> None:
     cluster = make_cluster()
-    bucket = unique("sc")
-    data = os.urandom(STRIPE)
     with Client(cluster.address, local_node_dirs=node_dirs(cluster)) as client:
-        client.create_bucket(bucket, 4, 6)
-        client.put(bucket, "obj", data)
-        files = shard_files(cluster, client, bucket, "obj", 0)
+        bucket, data, files = one_stripe_object(cluster, client)
         node, path = files[0]
         flip_byte(path)
         assert client.get(bucket, "obj") == data
@@ -80,12 +88,8 @@ def test_a_down_nodes_files_are_not_read_behind_its_back(
     make_cluster: Callable[..., LocalCluster],
 ) -> None:
     cluster = make_cluster()
-    bucket = unique("sc")
-    data = os.urandom(STRIPE)
     with Client(cluster.address, local_node_dirs=node_dirs(cluster)) as client:
-        client.create_bucket(bucket, 4, 6)
-        client.put(bucket, "obj", data)
-        files = shard_files(cluster, client, bucket, "obj", 0)
+        bucket, _data, files = one_stripe_object(cluster, client)
         # Both parity shards go bad and the node holding data shard 0 stops: three of the
         # six are lost, one more than (4, 6) survives. Shard 0's file is intact on this
         # host, but its node is down, so the get must say the object is unavailable rather
