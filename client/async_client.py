@@ -27,7 +27,7 @@ from typing import Any
 import grpc.aio
 
 from shoal.client.get import GetTuning, ObjectReader, UnreachableNodes
-from shoal.client.inline import INLINE_MAX_BYTES, MANY_PER_CALL, InlineReader, inline_payload
+from shoal.client.inline import INLINE_MAX_BYTES, InlineReader, inline_payload
 from shoal.client.jobs import (
     AsyncJob,
     JobOptions,
@@ -50,7 +50,7 @@ from shoal.common.errors import ConfigError, ConnectionFailed, InvalidArgument, 
 from shoal.common.ids import is_valid_node_id
 from shoal.common.names import check_bucket_name, check_key, check_metadata
 from shoal.common.request_ids import operation
-from shoal.common.rpc import to_shoal_error
+from shoal.common.rpc import batches, to_shoal_error
 from shoal.common.tls import load_tls, tls_failure
 from shoal.common.transport import Transport
 from shoal.rpc.v1 import coordinator_pb2 as cpb
@@ -372,8 +372,7 @@ class AsyncClient:
             if payload is not None:
                 small.append((key, payload))
         stored: dict[str, ObjectInfo] = {}
-        for first in range(0, len(small), MANY_PER_CALL):
-            chunk = small[first : first + MANY_PER_CALL]
+        for chunk in batches(small):
             reply = await self._call(
                 "PutInlineMany",
                 cpb.PutInlineManyRequest(
@@ -490,8 +489,7 @@ class AsyncClient:
         for key in keys:
             check_key(key)
         results: list[bytes] = []
-        for first in range(0, len(keys), MANY_PER_CALL):
-            chunk = keys[first : first + MANY_PER_CALL]
+        for chunk in batches(keys):
             reply = await self._call(
                 "LocateMany",
                 cpb.LocateManyRequest(

@@ -18,8 +18,6 @@ from shoal.rpc.v1 import coordinator_pb2 as cpb
 
 # The coordinator's default limit; AsyncClient.inline_max_bytes changes the client's side.
 INLINE_MAX_BYTES = 16 * KiB
-# Objects per PutInlineMany / LocateMany call (the coordinator's limit).
-MANY_PER_CALL = 256
 
 
 def inline_payload(data: object, limit: int) -> bytes | None:

@@ -26,6 +26,7 @@ import uvloop
 from shoal.client.async_client import AsyncClient, AsyncObjectStream
 from shoal.client.get import GetTuning
 from shoal.client.jobs import AsyncJob, JobOptions, JobStatus, TaskLog
+from shoal.client.local_reads import LocalShardFiles
 from shoal.client.put import PutTuning
 from shoal.client.sources import PutData
 from shoal.client.types import BucketInfo, ObjectInfo, RepairErrorInfo
@@ -100,10 +101,13 @@ class Client:
             local_node_dirs=local_node_dirs,
         )
         self.address = self._async.address
-        # Counters of short-circuit reads (None unless local_node_dirs was given).
-        self.local_shards = self._async.local_shards
         self._loop = _SharedLoop.get()
         self._closed = False
+
+    @property
+    def local_shards(self) -> LocalShardFiles | None:
+        """Counters of short-circuit reads (None unless local_node_dirs was given)."""
+        return self._async.local_shards
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         if self._closed:

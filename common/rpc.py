@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -38,6 +38,16 @@ ERROR_TRAILER = "shoal-error"
 # Shards are streamed in messages of this size; 1 MiB keeps well under gRPC's 4 MiB default.
 STREAM_CHUNK_BYTES = 1 * MiB
 MAX_MESSAGE_BYTES = 64 * MiB
+T = TypeVar("T")
+# Objects per PutInlineMany or LocateMany call (the coordinator refuses more).
+MAX_OBJECTS_PER_CALL = 256
+
+
+def batches(items: Sequence[T], size: int = MAX_OBJECTS_PER_CALL) -> Iterator[Sequence[T]]:
+    """`items` in consecutive slices of at most `size`."""
+    for first in range(0, len(items), size):
+        yield items[first : first + size]
+
 
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -24,7 +24,7 @@ from shoal.common.errors import InsufficientNodes, InvalidArgument, NotFound, Un
 from shoal.common.ids import is_valid_node_id, new_version_id
 from shoal.common.names import check_bucket_name, check_key, check_metadata
 from shoal.common.placement import place
-from shoal.common.rpc import PROTOCOL_VERSION, unary
+from shoal.common.rpc import MAX_OBJECTS_PER_CALL, PROTOCOL_VERSION, unary
 from shoal.common.transport import Transport
 from shoal.coordinator import compose
 from shoal.coordinator import metrics as coordinator_metrics
@@ -60,7 +60,6 @@ log = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
 MAX_PLACE_BATCH = 256
-MAX_MANY = 256  # objects per PutInlineMany or LocateMany call
 # Stripe locations per object in a LocateMany reply: 256 objects at n = 256 stay far below
 # the message limit, as do 256 inline objects of at most 64 KiB.
 MAX_MANY_STRIPES = 4
@@ -341,8 +340,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self, request: pb.PutInlineManyRequest, context: Context
     ) -> pb.PutInlineManyResponse:
         """Several small objects in one call and one metadata transaction."""
-        if len(request.objects) > MAX_MANY:
-            raise InvalidArgument(f"at most {MAX_MANY} objects per call")
+        _check_batch(len(request.objects))
         return pb.PutInlineManyResponse(results=await self._put_inline(list(request.objects)))
 
     async def _put_inline(self, requests: list[pb.PutInlineRequest]) -> list[pb.PutInlineResponse]:
@@ -610,8 +608,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     async def LocateMany(
         self, request: pb.LocateManyRequest, context: Context
     ) -> pb.LocateManyResponse:
-        if len(request.objects) > MAX_MANY:
-            raise InvalidArgument(f"at most {MAX_MANY} objects per call")
+        _check_batch(len(request.objects))
         for item in request.objects:
             if not 1 <= item.max_stripes <= MAX_MANY_STRIPES:
                 raise InvalidArgument(
@@ -835,3 +832,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         expired = await self.db(self.store.expire_uploads, time.time() - self.config.upload_timeout)
         if expired:
             log.info("expired stale uploads", extra={"count": len(expired)})
+
+
+def _check_batch(count: int) -> None:
+    """Refuse a PutInlineMany or LocateMany call with more objects than one call may carry."""
+    if count > MAX_OBJECTS_PER_CALL:
+        raise InvalidArgument(f"at most {MAX_OBJECTS_PER_CALL} objects per call")

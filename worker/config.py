@@ -6,8 +6,9 @@ import os
 import socket
 from dataclasses import dataclass
 
+from shoal.client.local_reads import parse_dirs
 from shoal.common.config import setting
-from shoal.common.errors import ConfigError
+from shoal.common.errors import ConfigError, InvalidArgument
 
 
 def _total_memory() -> int:
@@ -75,19 +76,19 @@ class WorkerConfig:
             raise ConfigError("invalid value for 'slots': must be between 1 and 1024")
         if self.memory < 0:
             raise ConfigError("invalid value for 'memory': must be >= 0")
-        for path in self.local_node_dir_list:
+        try:
+            paths = self.local_node_dir_list
+        except InvalidArgument as exc:
+            raise ConfigError(f"invalid value for 'local_node_dirs': {exc}") from None
+        for path in paths:
             # A directory that does not exist yet is allowed (its node may start later: the
             # worker logs it); a path that is something else is a mistake.
-            if "\0" in path or (os.path.exists(path) and not os.path.isdir(path)):
+            if os.path.exists(path) and not os.path.isdir(path):
                 raise ConfigError(
                     f"invalid value for 'local_node_dirs': {path!r} is not a directory"
                 )
 
     @property
     def local_node_dir_list(self) -> tuple[str, ...]:
-        """`local_node_dirs` as a tuple of paths (`~` expanded)."""
-        return tuple(
-            os.path.expanduser(part.strip())
-            for part in self.local_node_dirs.split(",")
-            if part.strip()
-        )
+        """`local_node_dirs` as a tuple of paths, parsed as the SDK parses them."""
+        return tuple(str(path) for path in parse_dirs(self.local_node_dirs))

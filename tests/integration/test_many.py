@@ -14,8 +14,9 @@ import pytest
 
 from shoal.client import Client
 from shoal.client.cli.local_cluster import LocalCluster
-from shoal.client.inline import INLINE_MAX_BYTES, MANY_PER_CALL
+from shoal.client.inline import INLINE_MAX_BYTES
 from shoal.common.errors import InvalidArgument, NotFound
+from shoal.common.rpc import MAX_OBJECTS_PER_CALL as MANY_PER_CALL
 from shoal.common.rpc import insecure_channel
 from shoal.rpc.v1 import coordinator_pb2 as pb
 from shoal.rpc.v1 import coordinator_pb2_grpc as pb_grpc
