@@ -22,11 +22,22 @@ host program's allocator behind its back. So the tuning is
   `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`, `MALLOC_ARENA_MAX` or `GLIBC_TUNABLES`
   (their own settings win, even over `SHOAL_MALLOC_TUNING=1`);
 * a no-op off glibc (musl, macOS), where there is nothing to tune.
+
+A worker's task processes go one step further (`tune_task_process`): they run user code,
+whose allocations are not shard buffers of a known size. A word count's mapper, for
+instance, lowercases a 4 MiB text, and CPython's `str.lower` takes a scratch buffer of 12
+bytes per character for it (48 MiB); by default that buffer, like every allocation over the
+mmap threshold, is mapped and zero-filled by the kernel afresh on every call. So a task
+process serves every allocation from the heap (`M_MMAP_MAX` = 0) and keeps freed memory
+for the next task, up to `TASK_HEAP_KEEP` of it: after each task, `release_free_heap`
+hands the free heap back to the kernel once more than that is free. On the bench's
+256 MiB word count this took the job from 11.0 s to 10.1 s (alternating runs, same corpus).
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 
 from shoal.common.units import MiB
@@ -35,6 +46,7 @@ ENV_VAR = "SHOAL_MALLOC_TUNING"
 
 _M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
 _M_MMAP_THRESHOLD = -3
+_M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 # glibc's maximum: a storage node keeps buffers of any shard size.
 NODE_MMAP_THRESHOLD = 32 * MiB
@@ -45,8 +57,11 @@ NODE_MMAP_THRESHOLD = 32 * MiB
 CLIENT_MMAP_THRESHOLD = 2 * MiB
 TRIM_THRESHOLD = 128 * MiB
 ARENA_MAX = 2
+# Free heap a task process keeps between tasks (see `release_free_heap`).
+TASK_HEAP_KEEP = 256 * MiB
 OPERATOR_SETTINGS = (
     "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_MMAP_MAX_",
     "MALLOC_TRIM_THRESHOLD_",
     "MALLOC_ARENA_MAX",
     "GLIBC_TUNABLES",
@@ -57,6 +72,44 @@ _ON = frozenset({"1", "true", "yes", "on"})
 _own_process = False
 _tuned = False
 _threshold = 0
+_heap_only = False
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """glibc, with the functions used here typed; None under another C library."""
+    try:
+        libc = ctypes.CDLL(None)
+        if not hasattr(libc, "gnu_get_libc_version"):  # not glibc: another allocator
+            return None
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.mallopt.restype = ctypes.c_int
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        libc.malloc_trim.restype = ctypes.c_int
+        if hasattr(libc, "mallinfo2"):
+            libc.mallinfo2.argtypes = []
+            libc.mallinfo2.restype = _MallInfo2
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def allowed() -> bool:
@@ -77,6 +130,11 @@ def is_tuned() -> bool:
 def tuned_threshold() -> int:
     """The mmap threshold malloc was tuned with in this process; 0 when it was not tuned."""
     return _threshold if _tuned else 0
+
+
+def heap_only() -> bool:
+    """True once this process serves every allocation from the heap (`tune_task_process`)."""
+    return _heap_only
 
 
 def tune_own_process(mmap_threshold: int = CLIENT_MMAP_THRESHOLD) -> bool:
@@ -101,15 +159,10 @@ def keep_shard_buffers(mmap_threshold: int = CLIENT_MMAP_THRESHOLD) -> bool:
         return True
     if not allowed():
         return False
-    try:
-        libc = ctypes.CDLL(None)
-        if not hasattr(libc, "gnu_get_libc_version"):  # not glibc: another allocator
-            return False
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    libc = _libc()
+    if libc is None:
         return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
+    mallopt = libc.mallopt
     threshold = min(mmap_threshold, NODE_MMAP_THRESHOLD)
     _tuned = bool(
         mallopt(_M_ARENA_MAX, ARENA_MAX)
@@ -118,3 +171,42 @@ def keep_shard_buffers(mmap_threshold: int = CLIENT_MMAP_THRESHOLD) -> bool:
     )
     _threshold = threshold
     return _tuned
+
+
+def tune_task_process() -> bool:
+    """For a worker's task process, first thing: the node's tuning, and every allocation
+    served from the heap, never mapped on its own (see the module docstring), unless
+    SHOAL_MALLOC_TUNING=0 or the operator's settings say otherwise. Call
+    `release_free_heap` after each task. True when tuned. Never call this from library
+    code."""
+    global _own_process, _heap_only
+    _own_process = True
+    if _heap_only:
+        return True
+    if not keep_shard_buffers(NODE_MMAP_THRESHOLD) or _threshold != NODE_MMAP_THRESHOLD:
+        return False
+    libc = _libc()
+    # Without mallinfo2 (glibc < 2.33) the free heap cannot be measured, so never released:
+    # such a process keeps the node's tuning only.
+    if libc is None or not hasattr(libc, "mallinfo2"):
+        return False
+    _heap_only = bool(libc.mallopt(_M_MMAP_MAX, 0))
+    return _heap_only
+
+
+def free_heap_bytes() -> int:
+    """Bytes malloc holds free in this process (all arenas); 0 where glibc cannot say."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallinfo2"):  # mallinfo2 is glibc 2.33+
+        return 0
+    return int(libc.mallinfo2().fordblks)
+
+
+def release_free_heap(keep: int = TASK_HEAP_KEEP) -> bool:
+    """In a task process (`tune_task_process`), between tasks: when more than `keep` bytes of
+    heap are free, hand the free memory back to the kernel (`malloc_trim`), so one large task
+    does not leave the process holding its peak for good. True when memory was released."""
+    libc = _libc()
+    if not _heap_only or libc is None or free_heap_bytes() <= keep:
+        return False
+    return bool(libc.malloc_trim(0))

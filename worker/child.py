@@ -386,14 +386,16 @@ def slot_main(
 ) -> None:
     """Entry point of a slot process: serve tasks from the pipe until it closes.
 
-    A slot is one of the worker's own processes (as a Dask worker's is), so it gets the
-    daemons' malloc tuning: its tasks read and write objects through the SDK, whose shard
-    buffers would otherwise be zero-filled by the kernel again for every object.
+    A slot is one of the worker's own processes (as a Dask worker's is), so it tunes malloc
+    as a task process (`malloc_tuning.tune_task_process`): its tasks' buffers, the SDK's
+    shard buffers and user code's own, are reused from task to task instead of being
+    zero-filled by the kernel afresh, and after each task the free heap beyond
+    `malloc_tuning.TASK_HEAP_KEEP` goes back to the kernel.
     `local_node_dirs` (the worker's setting) turns on short-circuit reads of the shards of
     the storage nodes on this host for the tasks' client."""
     global _conn, _coordinator, _transport, _local_node_dirs
     _die_with_parent()
-    malloc_tuning.tune_own_process()
+    malloc_tuning.tune_task_process()
     _conn, _coordinator, _transport = conn, coordinator, transport
     _local_node_dirs = local_node_dirs
     while True:
@@ -402,3 +404,4 @@ def slot_main(
         except (EOFError, OSError):
             return
         conn.send(("done", execute(task)))
+        malloc_tuning.release_free_heap()

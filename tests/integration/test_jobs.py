@@ -575,19 +575,21 @@ def test_cancelled_tasks_give_their_slots_back(
         assert client.map(triple, range(6)).result(timeout=8) == [3 * x for x in range(6)]
 
 
-def slot_malloc_threshold() -> int:
-    """Run in a task: the malloc tuning of the task slot process (0 when untuned)."""
+def slot_malloc_tuning() -> tuple[int, bool]:
+    """Run in a task: the malloc tuning of the task slot process (0, False when untuned)."""
     from shoal.common import malloc_tuning
 
-    return malloc_tuning.tuned_threshold()
+    return malloc_tuning.tuned_threshold(), malloc_tuning.heap_only()
 
 
-def test_task_slots_tune_malloc_like_the_daemons(jobs_client: Client) -> None:
-    """A task slot is one of the worker's own processes: its tasks' object reads and writes
-    get the daemons' malloc tuning (unless the operator's settings turn it off)."""
+def test_task_slots_tune_malloc_as_task_processes(jobs_client: Client) -> None:
+    """A task slot is one of the worker's own processes, tuned for running tasks: the node's
+    threshold and every allocation from the heap (unless the operator's settings turn the
+    tuning off)."""
     from shoal.common import malloc_tuning
 
     glibc = hasattr(os, "confstr") and bool(os.confstr("CS_GNU_LIBC_VERSION"))
     operator_settings = any(name in os.environ for name in malloc_tuning.OPERATOR_SETTINGS)
-    expected = malloc_tuning.CLIENT_MMAP_THRESHOLD if glibc and not operator_settings else 0
-    assert jobs_client.submit(slot_malloc_threshold).result(timeout=60) == expected
+    tuned = glibc and not operator_settings
+    expected = (malloc_tuning.NODE_MMAP_THRESHOLD, True) if tuned else (0, False)
+    assert jobs_client.submit(slot_malloc_tuning).result(timeout=60) == expected
