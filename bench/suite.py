@@ -8,6 +8,10 @@ one table (Shoal's figure, its same-run baseline, the ratio), the peak RSS of th
 of every daemon, and issue 6's targets, each with the measured figure, what it needs and
 "target met" or "MISSED". A part that fails or cannot run (peers without a package index)
 is reported as such and the rest goes on. `--json` prints one document for tracking instead.
+
+The peers (Dask, Ray, PySpark; bench/peers) are measured in the same run unless `--no-peers`:
+their word counts by the wordcount part, right before and right after Shoal's (`--dask --ray
+--spark`), their task figures by the peers part.
 """
 
 from __future__ import annotations
@@ -206,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--full", action="store_true", help="more runs, 1 GiB x 3, longer phases")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--only", default="", help="comma-separated parts to run")
-    parser.add_argument("--no-peers", action="store_true", help="do not measure Dask")
+    parser.add_argument(
+        "--no-peers", action="store_true", help="do not measure Dask, Ray or PySpark"
+    )
     args = parser.parse_args(argv)
     plan = "quick" if args.quick else "full" if args.full else "default"
     wanted = {p for p in args.only.split(",") if p} or {p.name for p in PARTS}
@@ -220,9 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     extra: dict[str, list[str]] = {}
     if {"wordcount", "peers"} <= wanted:
-        # Dask's word count is timed by the wordcount part, right before and after Shoal's
-        # (this VM's speed drifts within minutes); the peers part keeps the task workloads.
-        extra = {"wordcount": ["--dask"], "peers": ["--no-wordcount-figure"]}
+        # The peers' word counts are timed by the wordcount part, right before and after
+        # Shoal's (this VM's speed drifts within minutes); the peers part keeps the task
+        # workloads (Dask's and Ray's; PySpark has none, so it is not started there).
+        extra = {
+            "wordcount": ["--dask", "--ray", "--spark"],
+            "peers": ["--no-wordcount-figure"],
+        }
     outcomes = [
         run_part(part, plan, extra.get(part.name, ())) for part in PARTS if part.name in wanted
     ]

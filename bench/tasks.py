@@ -12,7 +12,9 @@ default 2 x 1 matches Dask's LocalCluster(n_workers=2, threads_per_worker=1)) ru
 
 The baseline is `multiprocessing.Pool(2)` on the same cores: `map(noop, range(N), chunksize=1)`
 and `apply_async(noop, (i,)).get()` round trips, measured before any gRPC channel exists
-(Pool forks). Published peer figures (Dask, Ray) are compared by `python -m bench`.
+(Pool forks). Dask's and Ray's no-op tasks/s and round trips are measured in the same run by
+the peers part (bench/peers); `python -m bench` sets Shoal's against them in its targets, and
+against the published figures when the peers were not measured.
 """
 
 from __future__ import annotations

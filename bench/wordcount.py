@@ -1,7 +1,7 @@
 """Word count through Shoal next to the same count done locally, on the same bytes, in one run.
 
     python -m bench.wordcount [--mib 256] [--objects 64] [--workers 2] [--slots 1]
-                              [--partitions 4] [--dask] [--json]
+                              [--partitions 4] [--dask] [--ray] [--spark] [--json]
 
 A temporary local cluster (6 storage nodes at (4, 6), `--workers` workers with `--slots` task
 processes each; 2 x 1 by default, as Dask's LocalCluster(n_workers=2, threads_per_worker=1))
@@ -9,8 +9,12 @@ stores a generated corpus; `examples/wordcount.py` counts it with a map-reduce j
 same corpus is also written to local files and counted by a single process
 (`collections.Counter`) and by `multiprocessing.Pool(2)`, with the same tokenizer. All three
 results must equal the counts known from generation; the timings are reported, never asserted.
-With `--dask`, Dask's word count over the same local files (bench/peers, a throwaway venv) is
-timed right before and right after Shoal's, and Shoal's is compared with the mean of the two.
+With `--dask`, `--ray` and `--spark`, the word count of Dask distributed, Ray and PySpark over
+the same local files (bench/peers, a throwaway venv each) is timed right before and right after
+Shoal's, and Shoal's is compared with the mean of the two: this VM's speed drifts within
+minutes, and the mean cancels a steady drift. The order is a palindrome around Shoal's job
+(Dask, Ray, PySpark; Shoal; PySpark, Ray, Dask), so under a steady drift every peer's mean
+lands at the moment Shoal ran.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench.common import (
     MIB,
@@ -36,7 +41,10 @@ from bench.common import (
     say,
     temporary_cluster,
 )
-from bench.peers import dask_peer
+from bench.peers.dask_peer import DASK
+from bench.peers.peer import Peer, PeerFailed, prepare
+from bench.peers.ray_peer import RAY
+from bench.peers.spark_peer import SPARK
 from examples.wordcount import Corpus, count_words, object_key, run
 from shoal.client import Client
 
@@ -67,6 +75,26 @@ def count_pool(paths: list[str], processes: int = POOL_PROCESSES) -> Counter[str
     return total
 
 
+def peer_wordcounts(
+    ready: list[tuple[Peer, Path]],
+    corpus_dir: Path,
+    expected: Counter[str],
+    runs: dict[str, list[dict[str, Any]]],
+    failed: dict[str, str],
+    when: str,
+) -> None:
+    """Each peer's word count over the local files, in the order of `ready`; a peer that failed
+    once is not run again (its failure goes to `failed`)."""
+    for peer, python in ready:
+        if peer.key in failed:
+            continue
+        say(f"{peer.name}: word count ({when} Shoal's)")
+        try:
+            runs[peer.key].append(peer.wordcount(python, corpus_dir, expected))
+        except PeerFailed as exc:
+            failed[peer.key] = f"{when} Shoal's: {exc}"
+
+
 def timed_call(
     fn: Callable[[list[str]], Counter[str]], paths: list[str]
 ) -> tuple[Counter[str], float, float]:
@@ -77,6 +105,37 @@ def timed_call(
     return result, time.perf_counter() - started, cpu_seconds() - cpu
 
 
+def add_peer_row(
+    report: Report,
+    peer: Peer,
+    runs: list[dict[str, Any]],
+    failure: str | None,
+    shoal_s: float,
+    mib: float,
+) -> None:
+    """The peer's word count next to Shoal's (the mean of its runs), and a note on the runs."""
+    if failure is not None:
+        report.notes.append(f"{peer.name}'s word count failed {failure}")
+        report.extra.setdefault("failed_peers", {})[peer.key] = failure
+    if not runs:
+        return
+    mean_s = sum(one["wordcount_s"] for one in runs) / len(runs)
+    both = "mean of runs just before and after" if len(runs) == 2 else "one run only"
+    report.add(
+        Row(
+            "word count, end to end", "s", shoal_s, mean_s,
+            f"{peer.label(runs[0])}, {both}", higher_is_better=False,
+        ),
+        baseline_key=f"{peer.key}_wordcount_s",
+    )  # fmt: skip
+    report.figures[f"{peer.key}_wordcount_mib"] = mib
+    report.notes.append(
+        f"{peer.name}'s word count before and after Shoal's: "
+        + ", ".join(f"{one['wordcount_s']:.1f}s" for one in runs)
+        + f" ({peer.setup}, the same local files; counts equal the generated counts)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Word count through Shoal vs local baselines.")
     parser.add_argument("--mib", type=float, default=256.0, help="corpus size in MiB")
@@ -85,11 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slots", type=int, default=1, help="task processes per worker")
     parser.add_argument("--partitions", type=int, default=4, help="reduce partitions")
     parser.add_argument("--seed", type=int, default=0, help="corpus seed")
-    parser.add_argument(
-        "--dask",
-        action="store_true",
-        help="also time Dask's word count (bench/peers) right before and right after Shoal's",
-    )
+    for flag, name in (("--dask", "Dask's"), ("--ray", "Ray's"), ("--spark", "PySpark's")):
+        parser.add_argument(
+            flag,
+            action="store_true",
+            help=f"also time {name} word count (bench/peers) right before and right after Shoal's",
+        )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     if args.mib <= 0 or args.objects < 1 or args.workers < 1 or args.slots < 1:
@@ -100,13 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         f"word count: {args.mib:g} MiB in {args.objects} objects, 6 nodes at (4, 6), "
         f"{args.workers} workers x {cores} slot(s), {args.partitions} partitions"
     )
-    dask_python = None
-    if args.dask:
-        try:
-            dask_python = dask_peer.ensure_venv(dask_peer.venv_dir())
-        except dask_peer.Skipped as exc:
-            report.notes.append(f"Dask skipped: {exc}")
-    dask_runs: list[dict[str, float]] = []
+    wanted = [peer for peer, on in ((DASK, args.dask), (RAY, args.ray), (SPARK, args.spark)) if on]
+    ready, _ = prepare(wanted, report.notes)
+    peer_runs: dict[str, list[dict[str, Any]]] = {peer.key: [] for peer, _ in ready}
+    peer_failed: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="shoal-bench-corpus-") as scratch:
         say(f"generating {args.mib:g} MiB in {args.objects} local files")
         paths: list[str] = []
@@ -133,18 +190,15 @@ def main(argv: list[str] | None = None) -> int:
             for index, name in enumerate(paths):
                 client.put(BUCKET, object_key(PREFIX, index), name)
             upload_s = time.perf_counter() - started
-            # Dask's word count right before and right after Shoal's: this VM's speed drifts
-            # by tens of percent within minutes, and the mean of the two cancels a steady drift.
-            if dask_python is not None:
-                say("Dask: word count (before Shoal's)")
-                dask_runs.append(dask_peer.dask_wordcount(dask_python, Path(scratch), expected))
+            # The peers' word counts right before and right after Shoal's, in mirrored order:
+            # this VM's speed drifts by tens of percent within minutes, and the mean of each
+            # peer's two runs cancels a steady drift.
+            peer_wordcounts(ready, Path(scratch), expected, peer_runs, peer_failed, "before")
             say("Shoal: map_reduce word count")
             before = (cluster_cpu_seconds(cluster), cpu_seconds())
             result = run(client, BUCKET, PREFIX, args.partitions, show_progress=not args.json)
             after = (cluster_cpu_seconds(cluster), cpu_seconds())
-            if dask_python is not None:
-                say("Dask: word count (after Shoal's)")
-                dask_runs.append(dask_peer.dask_wordcount(dask_python, Path(scratch), expected))
+            peer_wordcounts(ready[::-1], Path(scratch), expected, peer_runs, peer_failed, "after")
             daemons = daemon_peak_rss(cluster)
     shoal_cpu = None
     if before[0] is not None and after[0] is not None:
@@ -170,22 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
         baseline_key="pool_wordcount_s",
     )  # fmt: skip
-    if dask_runs:
-        dask_s = sum(one["wordcount_s"] for one in dask_runs) / len(dask_runs)
-        report.add(
-            Row(
-                "word count, end to end", "s", result.elapsed_s, dask_s,
-                f"Dask {dask_runs[0]['distributed']}, mean of runs just before and after",
-                higher_is_better=False,
-            ),
-            baseline_key="dask_wordcount_s",
-        )  # fmt: skip
-        report.figures["dask_wordcount_mib"] = mib
-        report.notes.append(
-            "Dask's word count before and after Shoal's: "
-            + ", ".join(f"{one['wordcount_s']:.1f}s" for one in dask_runs)
-            + " (LocalCluster(n_workers=2, threads_per_worker=1), the same local files; "
-            "counts equal the generated counts)"
+    for peer, _ in ready:
+        add_peer_row(
+            report, peer, peer_runs[peer.key], peer_failed.get(peer.key), result.elapsed_s, mib
         )
     report.add(
         Row(

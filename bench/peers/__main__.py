@@ -1,5 +1,5 @@
-"""`python -m bench.peers`: see bench/peers/dask_peer.py."""
+"""`python -m bench.peers`: see bench/peers/side_by_side.py."""
 
-from bench.peers.dask_peer import main
+from bench.peers.side_by_side import main
 
 raise SystemExit(main())
