@@ -28,10 +28,13 @@ whose allocations are not shard buffers of a known size. A word count's mapper, 
 instance, lowercases a 4 MiB text, and CPython's `str.lower` takes a scratch buffer of 12
 bytes per character for it (48 MiB); by default that buffer, like every allocation over the
 mmap threshold, is mapped and zero-filled by the kernel afresh on every call. So a task
-process serves every allocation from the heap (`M_MMAP_MAX` = 0) and keeps freed memory
-for the next task, up to `TASK_HEAP_KEEP` of it: after each task, `release_free_heap`
-hands the free heap back to the kernel once more than that is free. On the bench's
-256 MiB word count this took the job from 11.0 s to 10.1 s (alternating runs, same corpus).
+process serves its allocations from the heap (`M_MMAP_MAX` = 0; glibc still maps one that
+does not fit a thread's 64 MiB heap) and keeps freed memory for the next task. After each
+task, `release_free_heap` hands the free heap back to the kernel when the process's resident
+memory grew by more than `TASK_HEAP_KEEP` since it last looked and more than that is free,
+so one large task does not leave the process holding its peak; `release_all_free_heap`
+hands it all back when the process idles. On the bench's 256 MiB word count this took the
+job from 11.0 s to 10.1 s (alternating runs, same corpus).
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ CLIENT_MMAP_THRESHOLD = 2 * MiB
 TRIM_THRESHOLD = 128 * MiB
 ARENA_MAX = 2
 # Free heap a task process keeps between tasks (see `release_free_heap`).
-TASK_HEAP_KEEP = 256 * MiB
+TASK_HEAP_KEEP = 128 * MiB
 OPERATOR_SETTINGS = (
     "MALLOC_MMAP_THRESHOLD_",
     "MALLOC_MMAP_MAX_",
@@ -73,6 +76,7 @@ _own_process = False
 _tuned = False
 _threshold = 0
 _heap_only = False
+_resident_when_checked = 0  # resident bytes when release_free_heap last looked
 
 
 class _MallInfo2(ctypes.Structure):
@@ -179,7 +183,7 @@ def tune_task_process() -> bool:
     SHOAL_MALLOC_TUNING=0 or the operator's settings say otherwise. Call
     `release_free_heap` after each task. True when tuned. Never call this from library
     code."""
-    global _own_process, _heap_only
+    global _own_process, _heap_only, _resident_when_checked
     _own_process = True
     if _heap_only:
         return True
@@ -191,6 +195,7 @@ def tune_task_process() -> bool:
     if libc is None or not hasattr(libc, "mallinfo2"):
         return False
     _heap_only = bool(libc.mallopt(_M_MMAP_MAX, 0))
+    _resident_when_checked = resident_bytes()
     return _heap_only
 
 
@@ -202,11 +207,42 @@ def free_heap_bytes() -> int:
     return int(libc.mallinfo2().fordblks)
 
 
+def resident_bytes() -> int:
+    """This process's resident memory (RSS) in bytes; 0 where /proc cannot say."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def release_free_heap(keep: int = TASK_HEAP_KEEP) -> bool:
-    """In a task process (`tune_task_process`), between tasks: when more than `keep` bytes of
-    heap are free, hand the free memory back to the kernel (`malloc_trim`), so one large task
-    does not leave the process holding its peak for good. True when memory was released."""
+    """In a task process (`tune_task_process`), after each task: when its resident memory grew
+    by more than `keep` bytes since this last looked and more than `keep` bytes of heap are
+    free, hand the free memory back to the kernel (`malloc_trim`), so one large task does not
+    leave the process holding its peak for good. The resident memory decides first because
+    it is cheap to read and because free chunks already handed back still count as free
+    (a hole under a live allocation stays "free" after a trim). True when memory was
+    released."""
+    global _resident_when_checked
     libc = _libc()
-    if not _heap_only or libc is None or free_heap_bytes() <= keep:
+    if not _heap_only or libc is None:
         return False
-    return bool(libc.malloc_trim(0))
+    resident = resident_bytes()
+    if resident - _resident_when_checked <= keep:
+        return False
+    released = free_heap_bytes() > keep and bool(libc.malloc_trim(0))
+    _resident_when_checked = resident_bytes() if released else resident
+    return released
+
+
+def release_all_free_heap() -> bool:
+    """In a task process (`tune_task_process`) that is idle: hand every free page of the heap
+    back to the kernel. True when memory was released."""
+    global _resident_when_checked
+    libc = _libc()
+    if not _heap_only or libc is None:
+        return False
+    released = bool(libc.malloc_trim(0))
+    _resident_when_checked = resident_bytes()
+    return released

@@ -48,6 +48,7 @@ REDUCE_FETCH_BATCH = 16
 REDUCE_FETCH_BYTES = 32 * 1024 * 1024
 PR_SET_PDEATHSIG = 1
 COORDINATOR_OUTAGE_S = 60.0
+IDLE_RELEASE_S = 30.0  # a slot with no task for this long hands its free heap back
 MAX_STDERR = 64 * 1024
 
 _conn: Connection | None = None
@@ -411,8 +412,9 @@ def slot_main(
     A slot is one of the worker's own processes (as a Dask worker's is), so it tunes malloc
     as a task process (`malloc_tuning.tune_task_process`): its tasks' buffers, the SDK's
     shard buffers and user code's own, are reused from task to task instead of being
-    zero-filled by the kernel afresh, and after each task the free heap beyond
-    `malloc_tuning.TASK_HEAP_KEEP` goes back to the kernel.
+    zero-filled by the kernel afresh. After a task that left more than
+    `malloc_tuning.TASK_HEAP_KEEP` of it free, and after IDLE_RELEASE_S without a task, the
+    free heap goes back to the kernel.
     `local_node_dirs` (the worker's setting) turns on short-circuit reads of the shards of
     the storage nodes on this host for the tasks' client."""
     global _conn, _coordinator, _transport, _local_node_dirs
@@ -422,6 +424,8 @@ def slot_main(
     _local_node_dirs = local_node_dirs
     while True:
         try:
+            if not conn.poll(IDLE_RELEASE_S):
+                malloc_tuning.release_all_free_heap()  # idle: keep no spare heap
             task = conn.recv()
         except (EOFError, OSError):
             return
