@@ -201,11 +201,14 @@ def run_map_chunk(program: dict[str, Any], payload: bytes) -> bytes:
     return bytes(cloudpickle.dumps(results))
 
 
-# The partitions of string keys seen by this process's map tasks, by partition count: words
-# recur across a job's map tasks (and jobs), and a dict lookup costs a tenth of hashing the
-# key's canonical form. Cleared when it holds MAX_MEMO_KEYS keys.
+# The partitions of short string keys seen by this process's map tasks, by partition count:
+# words recur across a job's map tasks (and jobs), and a dict lookup costs a tenth of hashing
+# the key's canonical form. Only keys of up to MAX_MEMO_KEY_CHARS characters are kept (long
+# keys, URLs or lines, rarely recur and would make the memo large), and a memo is cleared when
+# it holds MAX_MEMO_KEYS of them: some 25 MiB at most.
 _partition_memo: dict[int, dict[str, int]] = {}
-MAX_MEMO_KEYS = 1 << 20
+MAX_MEMO_KEYS = 1 << 17
+MAX_MEMO_KEY_CHARS = 64
 
 
 def _group(pairs: Iterable[Any], partitions: int, combiner: Any) -> list[dict[Any, list[Any]]]:
@@ -216,7 +219,8 @@ def _group(pairs: Iterable[Any], partitions: int, combiner: Any) -> list[dict[An
     memo = _partition_memo.setdefault(partitions, {})
     try:
         for key, value in pairs:
-            if type(key) is str:  # exactly str: a subclass may compare differently
+            if type(key) is str and len(key) <= MAX_MEMO_KEY_CHARS:  # exactly str: a
+                # subclass may hash and compare differently
                 partition = memo.get(key)
                 if partition is None:
                     if len(memo) >= MAX_MEMO_KEYS:

@@ -43,9 +43,18 @@ def test_reducer_outputs_round_trip_and_old_ones_still_read() -> None:
 
 # Grouping a map task's pairs by reduce partition (worker/child.py `_group`) ------------------
 
+
+class Word(str):
+    """A str subclass: grouped like the equal str, never memoized."""
+
+
 KEYS = st.one_of(
     st.text(max_size=8),
+    st.text(min_size=65, max_size=70),  # too long to memoize
+    st.text(max_size=3).map(Word),
     st.integers(-5, 5),
+    st.booleans(),
+    st.sampled_from([0.0, 1.0, -1.5]),  # equal to 0, 1 and False/True as dict keys
     st.binary(max_size=4),
     st.tuples(st.text(max_size=3), st.integers(0, 3)),
 )
