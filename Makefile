@@ -24,7 +24,7 @@ demo: install
 
 # Benchmarks print Shoal's figures next to baselines measured in the same run, the published peer
 # figures and issue 6's targets (met / MISSED); never asserted. See bench/README.md.
-# bench: ~5 min on 2 cores (1 GiB streamed once, 256 MiB word count, Dask, Ray and PySpark side by side
+# bench: ~5 min on 2 cores (1 GiB streamed once, 256 MiB word count, Dask, Ray and PySpark side by side);
 # bench-full: more runs and longer phases. BENCH_ARGS="--json" for one JSON document.
 BENCH_ARGS ?=
 

@@ -134,7 +134,12 @@ class Peer:
         if done.returncode != 0:
             tail = "\n".join(done.stderr.strip().splitlines()[-5:])
             raise PeerFailed(f"the {self.name} workloads failed (exit {done.returncode}):\n{tail}")
-        return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+        try:
+            report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            last = (done.stdout.strip().splitlines() or ["nothing"])[-1][:200]
+            raise PeerFailed(f"the {self.name} workloads printed no JSON report: {last}") from None
+        return report
 
     def wordcount(self, python: Path, corpus_dir: Path, expected: Counter[str]) -> dict[str, Any]:
         """The peer's word count alone over the `*.txt` files in `corpus_dir`, checked against
@@ -142,7 +147,7 @@ class Peer:
         counts_file = corpus_dir.parent / f"{corpus_dir.name}-{self.key}-counts.json"
         try:
             result = self.run(python, corpus_dir, counts_file, 0, 0, only_wordcount=True)
-            correct = Counter(json.loads(counts_file.read_text())) == expected
+            correct = read_counts(counts_file, self.name) == expected
         finally:
             counts_file.unlink(missing_ok=True)
         if not correct:
@@ -152,6 +157,14 @@ class Peer:
     def label(self, result: dict[str, Any]) -> str:
         """'Ray 2.60.0' from a result of its script."""
         return f"{self.name} {result.get('version', '?')}"
+
+
+def read_counts(counts_file: Path, name: str) -> Counter[str]:
+    """The word counts a peer's script wrote; PeerFailed when it wrote none that parse."""
+    try:
+        return Counter(json.loads(counts_file.read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        raise PeerFailed(f"{name} wrote no readable word counts: {exc}") from None
 
 
 def prepare(peers: Iterable[Peer], notes: list[str]) -> tuple[list[tuple[Peer, Path]], list[str]]:

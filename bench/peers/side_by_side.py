@@ -23,7 +23,6 @@ and the others go on; when every peer is skipped, so is the part.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from collections import Counter
@@ -32,7 +31,7 @@ from typing import Any
 
 from bench.common import MIB, Report, Row, emit, say
 from bench.peers.dask_peer import DASK
-from bench.peers.peer import Peer, PeerFailed, prepare
+from bench.peers.peer import Peer, PeerFailed, prepare, read_counts
 from bench.peers.ray_peer import RAY
 from bench.peers.spark_peer import SPARK
 from examples.wordcount import Corpus
@@ -109,7 +108,7 @@ def measure(
                     python, Path(scratch), counts_file, tasks, round_trips,
                     skip_wordcount=not wordcount,
                 )  # fmt: skip
-                counted = Counter(json.loads(counts_file.read_text()))
+                counted = read_counts(counts_file, peer.name)
             except PeerFailed as exc:
                 report.notes.append(f"{peer.name} failed: {exc}")
                 report.extra.setdefault("failed_peers", {})[peer.key] = str(exc)
