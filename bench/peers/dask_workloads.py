@@ -60,15 +60,10 @@ def main() -> int:
             for future in as_completed(client.map(count_file, paths, pure=False)):
                 total.update(future.result())
             figures["wordcount_s"] = time.perf_counter() - t0
-    report = {
-        "version": distributed.__version__,
-        "dask": dask.__version__,
-        "distributed": distributed.__version__,
-        "cluster_start_s": start_s,
-        **figures,
-        "files": len(paths),
-    }
-    return finish(args.counts, total, report)
+    return finish(
+        args.counts, total, version=distributed.__version__, start_s=start_s, files=len(paths),
+        dask=dask.__version__, **figures,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

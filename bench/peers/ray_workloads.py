@@ -68,13 +68,9 @@ def main() -> int:
             figures["wordcount_s"] = time.perf_counter() - t0
     finally:
         ray.shutdown()
-    report = {
-        "version": ray.__version__,
-        "cluster_start_s": start_s,
-        **figures,
-        "files": len(paths),
-    }
-    return finish(args.counts, total, report)
+    return finish(
+        args.counts, total, version=ray.__version__, start_s=start_s, files=len(paths), **figures
+    )
 
 
 if __name__ == "__main__":

@@ -76,14 +76,10 @@ def main() -> int:
     finally:
         spark.stop()
     total: Counter[str] = Counter(dict(pairs))
-    report = {
-        "version": pyspark.__version__,
-        "cluster_start_s": start_s,
-        "wordcount_s": wordcount_s,
-        "reduce_partitions": reduce_partitions,
-        "files": len(paths),
-    }
-    return finish(args.counts, total, report)
+    return finish(
+        args.counts, total, version=pyspark.__version__, start_s=start_s, files=len(paths),
+        wordcount_s=wordcount_s, reduce_partitions=reduce_partitions,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

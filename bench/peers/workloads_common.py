@@ -82,8 +82,19 @@ def run_tasks(
     return figures
 
 
-def finish(counts_file: Path, total: Counter[str], report: dict[str, Any]) -> int:
-    """Write the word counts for the caller to check, print the figures as one JSON line."""
+def finish(
+    counts_file: Path,
+    total: Counter[str],
+    *,
+    version: str,
+    start_s: float,
+    files: int,
+    **figures: Any,
+) -> int:
+    """Write the word counts for the caller to check, and print the run's report as one JSON
+    line: the peer's `version`, its start-up time (not in the figures), the number of corpus
+    `files`, and its `figures`."""
     counts_file.write_text(json.dumps(total))
+    report = {"version": version, "cluster_start_s": start_s, **figures, "files": files}
     print(json.dumps(report), flush=True)
     return 0
