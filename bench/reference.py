@@ -1,8 +1,9 @@
 """In-process baselines: what this machine does without Shoal (no network, no RPC, no metadata).
 
 - `codec_baselines`: zfec encode and decode of one stripe at (k, n) with the low-level
-  `zfec.Encoder`/`zfec.Decoder`, xxh3-128 hashing, and fsynced shard-sized file writes (write,
-  fsync, rename, fsync the directory: exactly what a node does before it acknowledges).
+  `zfec.Encoder`/`zfec.Decoder` (and Shoal's `StripeCodec`, ISA-L's kernels on zfec's code,
+  against them), xxh3-128 hashing, and fsynced shard-sized file writes (write, fsync, rename,
+  fsync the directory: exactly what a node does before it acknowledges).
 - `ReferenceStore`: the in-process ceiling of a put (encode each stripe and write its n shard
   files durably, in parallel, as n nodes would), a get (read and verify k shard files, decode
   when data shards are missing) and a rebuild (read k shards, decode, re-encode one, write it).
@@ -22,6 +23,7 @@ import zfec
 
 from bench.common import MIB, Report, Row, median_time
 from shoal.client.cli.local_cluster import ClusterSettings
+from shoal.common.erasure import StripeCodec
 
 K, N = 4, 6
 # The stripe size the bench's clusters use (their default), so baselines match what they do.
@@ -165,6 +167,12 @@ def codec_baselines(report: Report, runs: int, scratch: Path, stripe_bytes: int 
         if decoded[:stripe_bytes] != stripe:
             raise RuntimeError("zfec decode did not return the stripe")
         decode_s = median_time(lambda: store.decoder.decode(survivors, (0, 1, 4, 5)), runs)
+        codec = StripeCodec(K, N)
+        lost_two = {i: shards[i] for i in (0, 1, 4, 5)}
+        if codec.decode(lost_two, stripe_bytes) != stripe:
+            raise RuntimeError(f"StripeCodec ({codec.engine}) did not decode the stripe")
+        codec_encode_s = median_time(lambda: codec.encode(memoryview(stripe)), runs)
+        codec_decode_s = median_time(lambda: codec.decode_blocks(lost_two, stripe_bytes), runs)
         hash_s = median_time(lambda: xxhash.xxh3_128_digest(stripe), runs * 4)
         shard_bytes = len(shards[0])
         shard = os.urandom(shard_bytes)
@@ -189,5 +197,19 @@ def codec_baselines(report: Report, runs: int, scratch: Path, stripe_bytes: int 
     ]
     for metric, value, name in rows:
         report.add(Row(metric, "MiB/s", None, value, name))
+    # What Shoal's codec computes zfec's code with (common/gf_kernels.py), against zfec's own.
+    for step, shoal_s, zfec_s in (
+        ("encode", codec_encode_s, encode_s),
+        ("decode, 2 data shards lost", codec_decode_s, decode_s),
+    ):
+        report.add(
+            Row(
+                f"StripeCodec {step} ({codec.engine}), {label}",
+                "MiB/s",
+                mib / shoal_s,
+                mib / zfec_s,
+                f"zfec.{'Encoder' if step == 'encode' else 'Decoder'}, 1 thread",
+            )
+        )
     report.extra["fsync_shard_ms"] = fsync_s * 1000
     report.notes.append(f"one fsynced {shard_label} shard file: {fsync_s * 1000:.1f} ms")
