@@ -75,7 +75,7 @@ class Plan:
 
 
 QUICK = Plan("quick", 5, 1, 3, 1.0, 64 * MIB, 256 * MIB, 1, 16 * MIB)
-DEFAULT = Plan("default", 10, 3, 5, 3.0, 64 * MIB, 1024 * MIB, 1, 64 * MIB)
+DEFAULT = Plan("default", 10, 5, 5, 3.0, 64 * MIB, 1024 * MIB, 1, 64 * MIB)
 FULL = Plan("full", 20, 5, 7, 5.0, 64 * MIB, 1024 * MIB, 3, 64 * MIB)
 
 
