@@ -168,11 +168,11 @@ def codec_baselines(report: Report, runs: int, scratch: Path, stripe_bytes: int 
             raise RuntimeError("zfec decode did not return the stripe")
         decode_s = median_time(lambda: store.decoder.decode(survivors, (0, 1, 4, 5)), runs)
         codec = StripeCodec(K, N)
-        lost_two = {i: shards[i] for i in (0, 1, 4, 5)}
-        if codec.decode(lost_two, stripe_bytes) != stripe:
+        without_two = {i: shards[i] for i in (0, 1, 4, 5)}  # data shards 2 and 3 lost
+        if codec.decode(without_two, stripe_bytes) != stripe:
             raise RuntimeError(f"StripeCodec ({codec.engine}) did not decode the stripe")
         codec_encode_s = median_time(lambda: codec.encode(memoryview(stripe)), runs)
-        codec_decode_s = median_time(lambda: codec.decode_blocks(lost_two, stripe_bytes), runs)
+        codec_decode_s = median_time(lambda: codec.decode_blocks(without_two, stripe_bytes), runs)
         hash_s = median_time(lambda: xxhash.xxh3_128_digest(stripe), runs * 4)
         shard_bytes = len(shards[0])
         shard = os.urandom(shard_bytes)

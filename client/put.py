@@ -2,8 +2,8 @@
 
 1. `BeginPut` gives an upload id, the redundancy, the write quorum, the stripe size and the
    placement of stripe 0; later placements come in batches from `PlaceStripes`.
-2. The source is cut into stripes; each stripe is encoded (in a thread: zfec releases the GIL)
-   into `n` shards with an xxh3-128 checksum each.
+2. The source is cut into stripes; each stripe is encoded (in a thread: the codec releases the
+   GIL) into `n` shards with an xxh3-128 checksum each.
 3. Shard `i` goes to placed node `i` with a streaming `PutShard`. A failed write is retried on
    the next handoff node that holds no shard of the stripe yet. A stripe counts once at least
    `write_quorum` shards are durable on distinct nodes; below that the put fails.

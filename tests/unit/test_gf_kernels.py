@@ -15,8 +15,18 @@ from hypothesis import strategies as st
 from shoal.common import gf_kernels
 from shoal.common.erasure import StripeCodec
 
-# pyeclib, which brings libisal, is a dependency on Linux only; elsewhere zfec computes alone.
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="ISA-L comes with Linux only")
+# pyeclib, which brings libisal, is a dependency on x86_64/aarch64 Linux only; elsewhere, or
+# when a run turns the kernels off to cover the fallback, zfec computes alone.
+pytestmark = [
+    pytest.mark.skipif(
+        not gf_kernels.EXPECTED_ON,
+        reason="pyeclib (libisal) is a dependency on x86_64/aarch64 Linux only",
+    ),
+    pytest.mark.skipif(
+        os.environ.get(gf_kernels.DISABLE_ENV, "").strip().lower() == "zfec",
+        reason="this run turned the kernels off (SHOAL_GF_KERNELS=zfec)",
+    ),
+]
 
 
 def test_kernels_load_where_pyeclib_is_a_dependency() -> None:
@@ -112,3 +122,51 @@ def test_environment_turns_the_kernels_off() -> None:
 
     assert engine(SHOAL_GF_KERNELS="zfec") == "zfec"
     assert engine(SHOAL_GF_KERNELS="") == "isa-l"
+
+
+def test_long_shards_are_cut_into_calls_isal_can_take(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ISA-L's length is a C int; shards longer than MAX_CALL_BYTES go in several calls.
+    monkeypatch.setattr(gf_kernels, "MAX_CALL_BYTES", 1000)
+    stripe = random.Random(3).randbytes(4 * 4099)
+    fast, reference = StripeCodec(4, 6), StripeCodec(4, 6, zfec_only=True)
+    shards = fast.encode(stripe)
+    assert [bytes(s) for s in shards] == [bytes(s) for s in reference.encode(stripe)]
+    assert fast.decode({i: shards[i] for i in (2, 3, 4, 5)}, len(stripe)) == stripe
+
+
+@pytest.mark.parametrize("rows", [1, 3, 7])
+def test_the_load_check_refuses_kernels_wrong_for_one_row_count(
+    rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ISA-L has a routine per row count; one of them being wrong must not pass the check.
+    gf = gf_kernels.kernels()
+    assert gf is not None
+    honest = gf_kernels.GfKernels.multiply
+
+    def wrong_for(self: gf_kernels.GfKernels, tables: bytes, k: int, sources: list) -> list:
+        out = honest(self, tables, k, sources)
+        if len(out) == rows:
+            out[0][-1] ^= 1
+        return out
+
+    monkeypatch.setattr(gf_kernels.GfKernels, "multiply", wrong_for)
+    with pytest.raises(ValueError, match="differs"):
+        gf_kernels._check_against_zfec(gf)
+
+
+def test_another_librarys_pythonapi_argtypes_do_not_break_the_kernels() -> None:
+    # ctypes.pythonapi is shared by the process; the kernels use function objects of their own.
+    program = (
+        "import ctypes\n"
+        "ctypes.pythonapi.PyObject_GetBuffer.argtypes = [ctypes.c_void_p]\n"
+        "ctypes.pythonapi.PyBuffer_Release.argtypes = [ctypes.c_void_p, ctypes.c_int]\n"
+        "from shoal.common.erasure import StripeCodec\n"
+        "codec = StripeCodec(4, 6)\n"
+        "shards = codec.encode(bytes(range(256)) * 64)\n"
+        "print(codec.engine, codec.decode({i: shards[i] for i in (2, 3, 4, 5)}, 16384) == "
+        "bytes(range(256)) * 64)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.split() == ["isa-l", "True"]
