@@ -171,10 +171,28 @@ class Server:
         await self.server.stop(0)
 
 
-async def wait_until(predicate: Any, within: float = 5.0) -> None:
+def unary_codes() -> dict[str, float]:
+    """Every code recorded for the probe's Unary method so far (for failure messages)."""
+    return {
+        sample.labels["code"]: sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "shoal_rpc_requests"
+        for sample in metric.samples
+        if sample.name == "shoal_rpc_requests_total"
+        and sample.labels.get("service") == SERVICE
+        and sample.labels.get("method") == "Unary"
+    }
+
+
+async def wait_until(predicate: Any, within: float = 30.0) -> None:
+    """Poll until `predicate` holds. The window is wide because grpc delivers a deadline or a
+    cancellation to the handler from its own threads, and a loaded CI machine has stalled for
+    over 10 s; a healthy run returns within milliseconds."""
     deadline = asyncio.get_running_loop().time() + within
     while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "metric never appeared"
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"metric never appeared within {within}s; Unary codes so far: {unary_codes()}"
+        )
         await asyncio.sleep(0.01)
 
 
