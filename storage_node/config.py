@@ -27,6 +27,17 @@ class NodeConfig:
     capacity: int = setting(
         0, "bytes this node may store (0: the size of the data filesystem)", unit="bytes"
     )
+    drop_written_pages: bool = setting(
+        True,
+        "drop the OS page cache of shards this node wrote once written_cache newer bytes "
+        "were written after them (see docs/performance.md); off leaves every page to the kernel",
+    )
+    written_cache: int = setting(
+        64 * MiB,
+        "bytes of the most recently written shards whose pages stay cached when "
+        "drop_written_pages is on (0: drop each shard's pages once it is durable)",
+        unit="bytes",
+    )
     heartbeat_interval: float = setting(
         1.0, "seconds between heartbeats to the coordinator", unit="seconds"
     )
@@ -75,6 +86,8 @@ class NodeConfig:
             )
         if self.capacity < 0:
             raise ConfigError("invalid value for 'capacity': must be >= 0")
+        if self.written_cache < 0:
+            raise ConfigError("invalid value for 'written_cache': must be >= 0")
         if self.heartbeat_interval <= 0:
             raise ConfigError("invalid value for 'heartbeat_interval': must be > 0")
         if self.scrub_rate <= 0 or self.scrub_interval <= 0:

@@ -48,7 +48,8 @@ async def serve(config: NodeConfig, shutdown: asyncio.Event) -> None:
     data_dir = Path(config.data_dir)
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     node_id = resolve_node_id(data_dir, config.node_id)
-    store = await asyncio.to_thread(ShardStore, data_dir, config.capacity)
+    written_cache = config.written_cache if config.drop_written_pages else None
+    store = await asyncio.to_thread(ShardStore, data_dir, config.capacity, written_cache)
     transport = Transport.from_config(config)
     metrics_address = serve_metrics(config.metrics_listen, "node")
     server = transport.server(rpc_interceptors(metrics_address))

@@ -28,6 +28,10 @@ Step 5 is a group commit: renames into one directory that happen while an fsync 
 running share the next fsync, which starts after all of them (an fsync started after a rename
 makes it durable), instead of each waiting for one of its own.
 
+Once a shard is durable its pages are clean copies of what is on disk; the pages of shards
+written more than a window of bytes ago are dropped from the page cache (`WrittenPages`), so a
+write-heavy node reuses memory instead of growing its page cache by every byte it stores.
+
 Shard bytes are written with `os.writev` (header and data in one call, received pieces without
 joining them) and read with `os.pread` straight into the bytes handed on, so nothing is copied
 in Python on the way to or from the disk.
@@ -57,6 +61,7 @@ from shoal.common.shard_file import (
     pread_exactly,
     shard_path,
 )
+from shoal.storage_node.written_pages import WrittenPages
 
 __all__ = [
     "FORMAT_VERSION",
@@ -333,8 +338,13 @@ class ShardReader:
 class ShardStore:
     """Shard files in one directory tree. Methods block; the servicer calls them in threads."""
 
-    def __init__(self, root: Path, capacity_bytes: int = 0) -> None:
+    def __init__(
+        self, root: Path, capacity_bytes: int = 0, written_cache: int | None = None
+    ) -> None:
+        """`written_cache`: bytes of the most recently written shards whose pages stay in the
+        OS page cache, older ones' are dropped (`WrittenPages`); None leaves all to the kernel."""
         self.root = root
+        self.written_pages = None if written_cache is None else WrittenPages(written_cache)
         self._shards = root / SHARDS_DIR
         self._lock = threading.Lock()
         self._dir_syncs: dict[Path, _DirSync] = {}
@@ -401,6 +411,8 @@ class ShardStore:
             if syncer is None:
                 syncer = self._dir_syncs[final.parent] = _DirSync(final.parent)
         syncer.sync()
+        if self.written_pages is not None:
+            self.written_pages.written(final, HEADER_BYTES + meta.length)
 
     def write(self, meta: ShardMeta, data: Buffer) -> None:
         """Store a whole shard in one call (blocking)."""
@@ -418,6 +430,8 @@ class ShardStore:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise NotFound(f"shard {shard_id} not on this node") from None
+        if self.written_pages is not None:
+            self.written_pages.asked_for(path)
         try:
             header = os.pread(fd, HEADER_BYTES, 0)
             stat = os.fstat(fd)

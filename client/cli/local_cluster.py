@@ -86,6 +86,9 @@ class ClusterSettings:
     # Workers read the shards of the cluster's nodes from their files (short-circuit reads):
     # every node of a local cluster is on this machine.
     short_circuit_reads: bool = True
+    # Nodes drop the page cache of shards written past their written_cache window (the node
+    # default; False passes --no-drop-written-pages, for comparing the two).
+    drop_written_pages: bool = True
 
 
 def client_tls_files(tls_dir: str) -> tuple[str, str, str]:
@@ -292,6 +295,8 @@ class LocalCluster:
         ]  # fmt: skip
         if daemon.zone:
             flags += ["--zone", daemon.zone]
+        if not self.settings.drop_written_pages:
+            flags.append("--no-drop-written-pages")
         return flags
 
     def up(
