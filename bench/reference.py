@@ -39,8 +39,12 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_durably(directory: Path, name: str, data: bytes | memoryview) -> None:
-    """Write a file as a node writes a shard: temp file, fsync, rename, fsync the directory."""
+def write_durably(
+    directory: Path, name: str, data: bytes | memoryview, drop_pages: bool = False
+) -> None:
+    """Write a file as a node writes a shard: temp file, fsync, rename, fsync the directory;
+    with `drop_pages`, then drop the file's pages from the page cache as a node does past its
+    written_cache window (storage_node.written_pages)."""
     tmp = directory / "incoming" / name
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
@@ -48,6 +52,8 @@ def write_durably(directory: Path, name: str, data: bytes | memoryview) -> None:
         while view:
             view = view[os.write(fd, view) :]
         os.fsync(fd)
+        if drop_pages:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
     os.replace(tmp, directory / "shards" / name)
@@ -63,10 +69,20 @@ class ReferenceStore:
     decode when a data shard is missing).
     rebuild: per stripe, read k surviving shards, verify, decode, re-encode the lost shard,
     check its checksum and write it durably (what a repairing node does for one shard).
+    With `drop_pages`, each shard file's pages are dropped from the page cache once durable.
     """
 
-    def __init__(self, root: Path, k: int = K, n: int = N, stripe: int = STRIPE) -> None:
+    def __init__(
+        self,
+        root: Path,
+        k: int = K,
+        n: int = N,
+        stripe: int = STRIPE,
+        *,
+        drop_pages: bool = False,
+    ) -> None:
         self.k, self.n, self.stripe = k, n, stripe
+        self.drop_pages = drop_pages
         self.encoder = zfec.Encoder(k, n)
         self.decoder = zfec.Decoder(k, n)
         self.dirs = [root / f"disk-{i}" for i in range(n)]
@@ -105,7 +121,9 @@ class ReferenceStore:
             shards = self.encode(piece)
             sums = [xxhash.xxh3_128_digest(shard) for shard in shards]
             writes = [
-                self.pool.submit(write_durably, self.dirs[i], f"{key}.{number}.{i}", shard)
+                self.pool.submit(
+                    write_durably, self.dirs[i], f"{key}.{number}.{i}", shard, self.drop_pages
+                )
                 for i, shard in enumerate(shards)
             ]
             for write in writes:

@@ -200,6 +200,37 @@ def object_rows(
     return Stored(key, data, shoal_get_s)
 
 
+def dropped_pages_ceiling(
+    report: Report, client: Client, scratch: Path, size: int, runs: int
+) -> None:
+    """The put against an in-process ceiling that also drops each shard file's pages once it
+    is durable, as nodes do past their written_cache window: the ceiling the issue defines
+    keeps every page, and on a machine where growing the page cache is dear, that part of a
+    node's gain is the page cache's, not its code's (docs/performance.md, round 9)."""
+    data = os.urandom(size)
+    counter = itertools.count()
+    ref = ReferenceStore(scratch / "reference-dropping-pages", drop_pages=True)
+    label = f"{size // MIB} MiB"
+    say(f"  {label} put: the in-process ceiling dropping written pages")
+    try:
+        shoal_s, ref_s = interleaved(
+            lambda: client.put(BUCKET, f"dropping-{size}-{next(counter)}", data),
+            lambda: ref.put(f"dropping-{next(counter)}", data),
+            runs,
+            1 if runs > 2 else 0,
+        )
+    finally:
+        ref.close()
+    mib = size / MIB
+    report.add(
+        Row(
+            f"put {label} object, vs a ceiling dropping pages", "MiB/s", mib / shoal_s,
+            mib / ref_s, "in-process ceiling, written pages dropped once durable",
+        ),
+        baseline_key=f"ceiling_dropping_put_{size // MIB}mib",
+    )  # fmt: skip
+
+
 def interleaved(
     first: Callable[[], object], second: Callable[[], object], runs: int, warmup: int
 ) -> tuple[float, float]:
@@ -452,6 +483,7 @@ def measure(plan: Plan) -> Report:
                 object_rows(report, client, ref, MIB, plan.runs_small)
                 small_ops(report, plan, ref, clients)
                 big = object_rows(report, client, ref, plan.big, plan.runs_big)
+                dropped_pages_ceiling(report, client, scratch, plan.big, plan.runs_big)
                 wire_rows(report, grpc)
                 concurrent_clients(report, plan, cluster.address, ref, scratch)
                 if plan.huge:
