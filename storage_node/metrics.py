@@ -14,6 +14,9 @@ shoal_node_shards_stored                    shards in service (scrape time)
 shoal_node_stored_bytes                     their bytes (scrape time)
 shoal_node_capacity_bytes                   what this node may store
 shoal_node_scrub_running                    1 during a scrub pass
+shoal_node_written_cache_bytes              written shards whose pages are kept (when nodes
+                                            drop written pages; see written_pages.py)
+shoal_node_written_pages_dropped_total      written shard files whose pages were dropped
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from prometheus_client import Counter
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from shoal.common.metrics import register_collector
@@ -86,6 +89,18 @@ class NodeCollector(Collector):
         yield GaugeMetricFamily(
             "shoal_node_scrub_running", "1 while a scrub pass runs", value=1 if running else 0
         )
+        written = self.store.written_pages
+        if written is not None:
+            yield GaugeMetricFamily(
+                "shoal_node_written_cache_bytes",
+                "Bytes of recently written shards whose pages this node leaves cached",
+                value=written.pending(),
+            )
+            yield CounterMetricFamily(
+                "shoal_node_written_pages_dropped",
+                "Written shard files whose pages were dropped from the page cache",
+                value=written.dropped,
+            )
 
 
 _installed: list[Collector] = []

@@ -410,6 +410,28 @@ def test_node_gauges_follow_the_store(tmp_path: Path, restore_collectors: None) 
     store.write(ShardMeta(shard_id("ab" * 16, 0, 0), len(data), shard_checksum(data)), data)
     assert sample("shoal_node_shards_stored") == 1
     assert sample("shoal_node_stored_bytes") == 1000
+    assert REGISTRY.get_sample_value("shoal_node_written_cache_bytes") is None  # not dropping
+
+
+def test_node_reports_the_written_pages_it_keeps_and_drops(
+    tmp_path: Path, restore_collectors: None
+) -> None:
+    from shoal.common.checksum import shard_checksum
+    from shoal.common.names import shard_id
+    from shoal.common.shard_file import HEADER_BYTES
+    from shoal.storage_node.shard_store import ShardMeta
+
+    store = ShardStore(tmp_path, written_cache=1500)
+    node_metrics.install(store)
+    assert sample("shoal_node_written_cache_bytes") == 0
+    assert sample("shoal_node_written_pages_dropped_total") == 0
+    data = b"w" * 1000
+    for stripe in range(2):
+        meta = ShardMeta(shard_id("cd" * 16, stripe, 0), len(data), shard_checksum(data))
+        store.write(meta, data)
+    # The second shard pushed the first past the 1,500-byte window.
+    assert sample("shoal_node_written_cache_bytes") == HEADER_BYTES + 1000
+    assert sample("shoal_node_written_pages_dropped_total") == 1
 
 
 def test_worker_outcomes_and_slots(restore_collectors: None) -> None:
