@@ -74,6 +74,10 @@ class NodeConfig:
     log_level: str = setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     log_format: str = setting("text", "log line format", choices=("text", "json"))
 
+    def written_cache_window(self) -> int | None:
+        """The ShardStore's `written_cache`: the window, or None when pages are not dropped."""
+        return self.written_cache if self.drop_written_pages else None
+
     def validate(self) -> None:
         """Reject settings that cannot work, naming the key."""
         if not self.data_dir:

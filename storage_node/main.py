@@ -48,8 +48,10 @@ async def serve(config: NodeConfig, shutdown: asyncio.Event) -> None:
     data_dir = Path(config.data_dir)
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     node_id = resolve_node_id(data_dir, config.node_id)
-    written_cache = config.written_cache if config.drop_written_pages else None
+    written_cache = config.written_cache_window()
     store = await asyncio.to_thread(ShardStore, data_dir, config.capacity, written_cache)
+    if store.written_pages is not None and not store.written_pages.enabled:
+        log.warning("drop_written_pages is on, but this platform has no posix_fadvise: off")
     transport = Transport.from_config(config)
     metrics_address = serve_metrics(config.metrics_listen, "node")
     server = transport.server(rpc_interceptors(metrics_address))

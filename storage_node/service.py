@@ -258,7 +258,7 @@ def _corrupt(shard_id: str, exc: ShardCorrupt) -> CorruptData:
 
 def _open_and_read(store: ShardStore, shard_id: str, size: int) -> tuple[ShardReader, bytes]:
     """Open a shard and read its first piece (one thread hop; the whole shard when it fits)."""
-    reader = store.open_reader(shard_id)
+    reader = store.open_reader(shard_id, requested=True)
     try:
         return reader, reader.read(size)
     except BaseException:

@@ -422,16 +422,18 @@ class ShardStore:
         """Store a whole shard received in pieces, without joining them (blocking)."""
         self.begin_write(meta, pieces).commit()
 
-    def open_reader(self, shard_id: str) -> ShardReader:
+    def open_reader(self, shard_id: str, *, requested: bool = False) -> ShardReader:
         """Open a shard for reading in pieces after checking its header and length; NotFound
-        or ShardCorrupt otherwise (blocking). Close the reader when done."""
+        or ShardCorrupt otherwise (blocking). Close the reader when done. `requested`: a
+        client asked for it (GetShard), so its pages are left to the kernel from now on
+        (`WrittenPages`); the scrubber's reads are not requests."""
         path = self.path_of(shard_id)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise NotFound(f"shard {shard_id} not on this node") from None
-        if self.written_pages is not None:
-            self.written_pages.asked_for(path)
+        if requested and self.written_pages is not None:
+            self.written_pages.forget(path)
         try:
             header = os.pread(fd, HEADER_BYTES, 0)
             stat = os.fstat(fd)
@@ -477,6 +479,8 @@ class ShardStore:
                 os.replace(path, self.root / "quarantine" / shard_id)
             except FileNotFoundError:
                 return
+            if self.written_pages is not None:
+                self.written_pages.forget(path)
             self.corrupt_found += 1
             # A damaged header no longer says what the counters added for this shard, so
             # count again from the shards still in service (quarantines are rare).
@@ -495,6 +499,8 @@ class ShardStore:
                 try:
                     size = _recorded_length(path)
                     path.unlink()
+                    if self.written_pages is not None:
+                        self.written_pages.forget(path)
                     self.shard_count -= 1
                     self.used_bytes -= size
                     touched.add(path.parent)
@@ -518,6 +524,8 @@ class ShardStore:
                         os.link(source, target)
                     except FileNotFoundError:
                         continue
+                    if self.written_pages is not None:
+                        self.written_pages.renamed(source, target)
                     self.shard_count += 1
                     self.used_bytes += _recorded_length(target)
                     touched.add(target.parent)
